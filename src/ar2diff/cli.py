@@ -1,0 +1,163 @@
+"""The ``ar2diff`` command line: thin wrappers over the library's modules.
+
+User errors (missing files, bad config keys, wrong types…) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from ar2diff.errors import Ar2DiffError
+
+COMMANDS: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
+
+
+def command(name: str, help_text: str):
+    """Register ``fn(args)`` as a subcommand; its parser is built by ``fn.configure``."""
+
+    def wrap(fn):
+        COMMANDS[name] = (help_text, fn)
+        return fn
+
+    return wrap
+
+
+def _add_decoding(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("decoding")
+    g.add_argument("--mode", choices=["ar", "diffusion"],
+                   help="decode autoregressively or by diffusion (default: the model's own kind)")
+    g.add_argument("--steps", type=int, help="diffusion steps T (default 10)")
+    g.add_argument("--samples", type=int,
+                   help="diffusion: N samples denoised in parallel, best returned (default 8); "
+                        "AR: number of completions")
+    g.add_argument("--temperature", type=float,
+                   help="sampling temperature (diffusion default 0.2; AR sampling default 1.0)")
+    g.add_argument("--max-new-tokens", type=int,
+                   help="AR: most tokens to generate; diffusion: target length")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--strategy", choices=["greedy", "sample", "beam"], default="greedy",
+                   help="AR decoding strategy (default greedy)")
+    g.add_argument("--top-p", type=float, default=1.0, help="AR nucleus sampling mass (default 1)")
+    g.add_argument("--num-beams", type=int, default=4, help="AR beam width (default 4)")
+    g.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
+                   help="wrap the prompt in the tokenizer's chat template (default: if it has one)")
+
+
+def decode_options(args: argparse.Namespace):
+    from ar2diff.generation import DecodeOptions
+
+    diffusion = args.mode == "diffusion"
+    return DecodeOptions(
+        mode=args.mode, steps=args.steps, temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens, seed=args.seed, strategy=args.strategy,
+        top_p=args.top_p, num_beams=args.num_beams, chat=args.chat,
+        parallel=args.samples if diffusion else None,
+        num_return=1 if diffusion or args.samples is None else args.samples,
+    )
+
+
+# ---- train -----------------------------------------------------------------------------------
+
+
+def _configure_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML run config (default: built-in defaults)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest valid checkpoint in train.out_dir")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. train.steps=200 model.size=small")
+
+
+@command("train", "train a model (any stage) from a YAML config with key=value overrides")
+def cmd_train(args: argparse.Namespace) -> None:
+    from ar2diff.config import load_config
+    from ar2diff.runs import run_training
+
+    config = load_config(args.config, args.overrides)
+    result = run_training(config, resume=args.resume)
+    print(f"model saved to {result.model_dir}")
+
+
+cmd_train.configure = _configure_train
+
+
+# ---- generate ----------------------------------------------------------------------------------
+
+
+def _configure_generate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True,
+                   help="ar2diff model folder, HF folder, .gguf file, hub id or smollm2-135m")
+    p.add_argument("--prompt", required=True, action="append",
+                   help="prompt text (repeat for several prompts)")
+    _add_decoding(p)
+
+
+@command("generate", "generate text from prompts by AR or diffusion decoding")
+def cmd_generate(args: argparse.Namespace) -> None:
+    from ar2diff.generation import TextGenerator
+
+    gen = TextGenerator.load(args.model)
+    for prompt, outs in zip(args.prompt, gen.generate(args.prompt, decode_options(args)),
+                            strict=True):
+        for text in outs:
+            print(text if len(args.prompt) == 1 else f"{prompt}\t{text}")
+
+
+cmd_generate.configure = _configure_generate
+
+
+# ---- demo --------------------------------------------------------------------------------------
+
+
+def _configure_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--toy", action="store_true",
+                   help="train a tiny diffusion model on digit reversal instead (≈1 minute)")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--steps", type=int, help="training / adaptation steps")
+
+
+@command("demo", "the main job: AR2Diff on SmolLM2-135M (or --toy: a tiny model from scratch)")
+def cmd_demo(args: argparse.Namespace) -> None:
+    from ar2diff import demo
+
+    if args.toy:
+        demo.toy_demo(args.out, steps=args.steps)
+    else:
+        demo.ar2diff_demo(args.out, steps=args.steps)
+
+
+cmd_demo.configure = _configure_demo
+
+
+# ---- entry point -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ar2diff",
+        description="Autoregressive and SUNDAE text diffusion models, and AR2Diff between them.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, fn) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        fn.configure(p)
+        p.set_defaults(func=fn)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except Ar2DiffError as exc:
+        print(f"ar2diff: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ar2diff: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""Run configuration: dataclasses loaded from YAML and overridden with ``key=value`` pairs.
+
+A run is fully described by its :class:`RunConfig`; it is saved next to every checkpoint.
+Unknown keys and wrong types are rejected before any work starts, naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ar2diff.errors import Ar2DiffError
+
+
+@dataclass
+class ModelConfig:
+    """The backbone: a named architecture and size, or a pretrained checkpoint."""
+
+    arch: str = "llama"  # llama | qwen2 | gpt2 | t5
+    size: str = "tiny"  # see ar2diff.models.presets.SIZES
+    pretrained: str | None = None  # HF folder, .gguf file, hub id, smollm2-135m, ar2diff model
+    overrides: dict[str, Any] = field(default_factory=dict)
+    max_positions: int = 2048
+
+
+@dataclass
+class TokenizerConfig:
+    """Tokenizer for from-scratch runs (a pretrained model brings its own)."""
+
+    kind: str = "bpe"  # bpe (trained on the corpus) | toy (word level, toy tasks) | a HF folder
+    vocab_size: int = 4096
+    sentinels: int = 100
+
+
+@dataclass
+class DataConfig:
+    """Where examples come from."""
+
+    source: str = "toy"  # toy | corpus | task
+    toy_task: str = "reverse"  # copy | reverse | sort
+    toy_min_len: int = 3
+    toy_max_len: int = 10
+    corpus: list[str] = field(default_factory=list)  # text files / folders; empty = books + stdlib
+    code_fraction: float = 0.2
+    segment_length: int = 128
+    task: str | None = None  # wmt14-en-fr | multi30k | squad | mbpp | mbpp-plus | humaneval
+    task_path: str | None = None
+    split: str = "train"
+    input_length: int = 256  # longer inputs are truncated from the left
+    target_length: int = 32  # diffusion targets are padded to this length
+
+
+@dataclass
+class ObjectiveConfig:
+    """What is learned: AR or diffusion, on which example format."""
+
+    kind: str = "diffusion"  # ar | diffusion
+    format: str = "prefix"  # causal | prefix | span (span corruption) | task
+    attention: str = "prefix"  # AR attention over the input: causal | prefix
+    unroll: int = 2  # SUNDAE L(1:unroll); 1 = single pass
+    shift: bool = False  # diffusion: position i predicts token i+1, as an AR head
+    anneal_steps: int = 0  # diffusion: anneal attention from causal to bidirectional over K steps
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up and a decay schedule."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.99
+    warmup_steps: int = 50
+    decay: str = "cosine"  # cosine | linear | constant
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """The loop: steps, batches, precision, evaluation and checkpoints."""
+
+    steps: int = 500
+    batch_size: int = 32
+    micro_batch_size: int = 0  # 0 = batch_size (no gradient accumulation)
+    bf16: bool = False
+    eval_every: int = 100
+    eval_examples: int = 64
+    save_every: int = 0  # 0 = only at the end
+    keep_last: int = 2
+    seed: int = 0
+    out_dir: str = "runs/run"
+    progress: bool = True
+
+
+@dataclass
+class SampleConfig:
+    """Decoding defaults saved with the model (the paper's T = 10, tau = 0.2, N = 8)."""
+
+    steps: int = 10
+    temperature: float = 0.2
+    samples: int = 8
+    max_new_tokens: int = 32
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.arch": ("llama", "qwen2", "gpt2", "t5"),
+    "data.source": ("toy", "corpus", "task"),
+    "data.toy_task": ("copy", "reverse", "sort"),
+    "objective.kind": ("ar", "diffusion"),
+    "objective.format": ("causal", "prefix", "span", "task"),
+    "objective.attention": ("causal", "prefix"),
+    "optim.decay": ("cosine", "linear", "constant"),
+}
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against a type hint, converting ints to floats; name ``where`` on error."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        inner = [a for a in typing.get_args(hint) if a is not type(None)][0]
+        return _coerce(value, inner, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise Ar2DiffError(f"config field {where}: expected a list, got {value!r}")
+        return [_coerce(v, typing.get_args(hint)[0], where) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise Ar2DiffError(f"config field {where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads 1e-3 (no dot) as a string
+        except ValueError:
+            pass
+    if hint is bool and not isinstance(value, bool):
+        raise Ar2DiffError(f"config field {where}: expected true or false, got {value!r}")
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise Ar2DiffError(f"config field {where}: expected an integer, got {value!r}")
+    if hint in (float, str) and not isinstance(value, hint):
+        raise Ar2DiffError(f"config field {where}: expected a {hint.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise Ar2DiffError(f"config section {prefix or 'top level'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise Ar2DiffError(
+            f"unknown config key {prefix}{unknown[0]!r}; known keys: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        where = f"{prefix}{name}"
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, where + ".")
+        else:
+            kwargs[name] = _coerce(value, hint, where)
+            if where in CHOICES and kwargs[name] not in CHOICES[where]:
+                raise Ar2DiffError(
+                    f"config field {where}: {value!r} is not one of {', '.join(CHOICES[where])}"
+                )
+    return cls(**kwargs)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["train.steps=10", "model.size=small"]`` → a nested dict (values parsed as YAML)."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise Ar2DiffError(f"override {pair!r} is not of the form section.key=value")
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+    return nested
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "overrides":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (or the defaults) and apply ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise Ar2DiffError(f"config file {path} not found; pass an existing YAML file")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise Ar2DiffError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from exc
+    data = _merge(data, parse_overrides(overrides or []))
+    config = _build(RunConfig, data, "")
+    validate(config)
+    return config
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Rebuild a config saved with :meth:`RunConfig.to_dict`."""
+    return _build(RunConfig, data, "")
+
+
+def validate(config: RunConfig) -> None:
+    """Cross-field checks that types alone cannot express."""
+    t, o = config.train, config.objective
+    if t.steps < 1 or t.batch_size < 1:
+        raise Ar2DiffError("train.steps and train.batch_size must be at least 1")
+    micro = t.micro_batch_size or t.batch_size
+    if micro < 1 or t.batch_size % micro:
+        raise Ar2DiffError(
+            f"train.batch_size ({t.batch_size}) must be a multiple of train.micro_batch_size ({micro})"
+        )
+    if o.unroll < 1:
+        raise Ar2DiffError("objective.unroll must be at least 1 (1 = L(1:1), 2 = L(1:2))")
+    if config.optim.lr <= 0:
+        raise Ar2DiffError("optim.lr must be positive")
+    if config.data.source == "task" and not config.data.task:
+        raise Ar2DiffError("data.source=task needs data.task (e.g. data.task=squad)")
+    if config.data.toy_min_len < 1 or config.data.toy_max_len < config.data.toy_min_len:
+        raise Ar2DiffError("data.toy_min_len must be ≥ 1 and ≤ data.toy_max_len")
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    """Write the config as YAML."""
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

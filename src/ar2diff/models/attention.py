@@ -1,0 +1,79 @@
+"""Attention modes as 4-D additive masks that every Hugging Face decoder accepts.
+
+A sequence is described by the *role* of each position: ``PAD`` (not attended), ``INPUT``
+(the conditioning prefix) or ``TARGET`` (the tokens the model predicts). The modes are:
+
+* ``causal``: every position sees the positions at or before it (an ordinary LM).
+* ``prefix``: input positions see each other bidirectionally; target positions see every input
+  position and the targets at or before them (prefix LM, AR decoding of the target).
+* ``diffusion``: input positions see each other bidirectionally; target positions see every
+  input position and every target position (SUNDAE denoising).
+
+In no mode does an input position see a target position, so input outputs never depend on
+targets. The masks are layout-agnostic: inputs may be left- or right-padded and the target may
+start at a different column in every row.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+PAD, INPUT, TARGET = 0, 1, 2
+Mode = Literal["causal", "prefix", "diffusion"]
+MODES: tuple[str, ...] = ("causal", "prefix", "diffusion")
+
+
+def allowed_keys(
+    query_roles: torch.Tensor,
+    key_roles: torch.Tensor,
+    mode: str,
+    query_pos: torch.Tensor | None = None,
+    key_pos: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Boolean ``[B, Q, K]``: may query ``q`` attend to key ``k`` under ``mode``.
+
+    ``query_pos`` / ``key_pos`` are the column indices of queries and keys in the full
+    sequence (default ``arange``); they order positions for the causal parts.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown attention mode {mode!r}; choose one of {MODES}")
+    batch, q_n = query_roles.shape
+    k_n = key_roles.shape[1]
+    if query_pos is None:
+        query_pos = torch.arange(k_n - q_n, k_n, device=query_roles.device)
+    if key_pos is None:
+        key_pos = torch.arange(k_n, device=key_roles.device)
+    q_at = query_pos.expand(batch, q_n)[:, :, None]
+    k_at = key_pos.expand(batch, k_n)[:, None, :]
+    q_role = query_roles[:, :, None]
+    k_role = key_roles[:, None, :]
+    key_valid = k_role != PAD
+    if mode == "causal":
+        ok = k_at <= q_at
+    elif mode == "prefix":
+        ok = torch.where(q_role == INPUT, k_role == INPUT, (k_role == INPUT) | (k_at <= q_at))
+    else:
+        ok = torch.where(q_role == INPUT, k_role == INPUT, key_valid)
+    ok = ok & key_valid
+    # A padding query attends to itself only, so that no row is empty.
+    self_key = k_at == q_at
+    return torch.where(q_role == PAD, self_key, ok)
+
+
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``[B, Q, K]`` booleans → ``[B, 1, Q, K]`` additive mask (0 or the dtype's minimum)."""
+    zero = torch.zeros((), dtype=dtype, device=allowed.device)
+    neg = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=allowed.device)
+    return torch.where(allowed, zero, neg)[:, None]
+
+
+def attention_mask(roles: torch.Tensor, mode: str, dtype: torch.dtype) -> torch.Tensor:
+    """The full ``[B, 1, S, S]`` additive mask of a sequence with per-position ``roles``."""
+    return additive_mask(allowed_keys(roles, roles, mode), dtype)
+
+
+def position_ids(roles: torch.Tensor) -> torch.Tensor:
+    """Positions counted over non-padding tokens (so left padding does not shift them)."""
+    return (torch.cumsum(roles != PAD, dim=1) - 1).clamp(min=0)

@@ -1,0 +1,178 @@
+"""A Hugging Face model run under an attention mode: the one switch from AR to diffusion.
+
+:class:`Backbone` wraps any decoder-only causal LM (Llama, Qwen2, GPT-2, …) or T5-style
+encoder–decoder and computes logits for the *target* part of a batch. The attention mode
+(``causal`` | ``prefix`` | ``diffusion``, see :mod:`ar2diff.models.attention`) is passed as the 4-D
+attention mask the model already accepts, so no modeling file is forked.
+
+``shift=True`` means that target token ``j`` is predicted at the position holding the fed token
+``j-1`` (the last input token for ``j = 0``): how an AR head is trained. ``shift=False`` predicts
+token ``j`` at its own position (the paper's diffusion setup).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import DynamicCache, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutput
+
+from ar2diff.data.batching import Batch
+from ar2diff.models.attention import INPUT, PAD, TARGET, allowed_keys, position_ids
+
+
+@dataclass
+class PrefixState:
+    """What the targets need from the input, computed once per request.
+
+    Decoder-only: the input's key/value cache, roles, lengths and the last input hidden state.
+    Encoder–decoder: the encoder outputs.
+    """
+
+    input_mask: torch.Tensor
+    cache: DynamicCache | None = None
+    roles: torch.Tensor | None = None
+    last_hidden: torch.Tensor | None = None
+    encoder_out: BaseModelOutput | None = None
+
+    def repeat_interleave(self, n: int) -> PrefixState:
+        """The state of each row repeated ``n`` times (for ``n`` samples per input)."""
+        if self.cache is not None:
+            self.cache.batch_repeat_interleave(n)
+        enc = self.encoder_out
+        return PrefixState(
+            input_mask=self.input_mask.repeat_interleave(n, 0),
+            cache=self.cache,
+            roles=None if self.roles is None else self.roles.repeat_interleave(n, 0),
+            last_hidden=None if self.last_hidden is None else self.last_hidden.repeat_interleave(n, 0),
+            encoder_out=None if enc is None else BaseModelOutput(
+                last_hidden_state=enc.last_hidden_state.repeat_interleave(n, 0)
+            ),
+        )
+
+
+class Backbone(nn.Module):
+    """A decoder-only or encoder–decoder HF model with switchable attention mode."""
+
+    def __init__(self, model: PreTrainedModel):
+        super().__init__()
+        self.model = model
+        self.is_encoder_decoder = bool(model.config.is_encoder_decoder)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    # ---- masks -----------------------------------------------------------------------------
+
+    def _mask(self, allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """SDPA takes a boolean mask; eager attention adds a float one."""
+        allowed = allowed[:, None]
+        if self.model.config._attn_implementation == "sdpa":
+            return allowed
+        zero = torch.zeros((), dtype=dtype)
+        return torch.where(allowed, zero, torch.tensor(torch.finfo(dtype).min, dtype=dtype))
+
+    def _dtype(self) -> torch.dtype:
+        dtype = self.model.get_input_embeddings().weight.dtype
+        if torch.is_autocast_enabled("cpu"):
+            dtype = torch.get_autocast_dtype("cpu")
+        return dtype
+
+    # ---- full forward (training) -----------------------------------------------------------
+
+    def target_logits(self, batch: Batch, fed: torch.Tensor, mode: str, shift: bool) -> torch.Tensor:
+        """Logits ``[B, Lt, V]`` for the target positions, with ``fed`` as the target tokens."""
+        if self.is_encoder_decoder:
+            return self._enc_dec_logits(batch.input_ids, batch.input_mask, fed, batch.target_mask,
+                                        mode, shift, None)
+        tokens, roles, tgt_cols = _pack(batch, fed)
+        if shift and bool((batch.input_mask.sum(1) == 0).any()):
+            raise ValueError("shift=True needs at least one input token (e.g. BOS) per example")
+        mask = self._mask(allowed_keys(roles, roles, mode), self._dtype())
+        hidden = self.model.base_model(
+            input_ids=tokens, attention_mask=mask, position_ids=position_ids(roles), use_cache=False
+        ).last_hidden_state
+        cols = (tgt_cols - int(shift)).clamp(min=0)
+        picked = torch.gather(hidden, 1, cols[:, :, None].expand(-1, -1, hidden.shape[-1]))
+        return self.model.get_output_embeddings()(picked)
+
+    # ---- prefix cache (sampling) -----------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_prefix(self, input_ids: torch.Tensor, input_mask: torch.Tensor, mode: str) -> PrefixState:
+        """Run the input once; targets attend to it through :meth:`logits_from_prefix`."""
+        if self.is_encoder_decoder:
+            enc = self.model.get_encoder()(input_ids=input_ids, attention_mask=input_mask.long())
+            return PrefixState(input_mask=input_mask, encoder_out=enc)
+        roles = torch.where(input_mask, INPUT, PAD)
+        cache = DynamicCache(config=self.model.config)
+        mask = self._mask(allowed_keys(roles, roles, mode), self._dtype())
+        out = self.model.base_model(input_ids=input_ids, attention_mask=mask,
+                                    position_ids=position_ids(roles), cache=cache,
+                                    use_cache=True)
+        last = (input_mask.sum(1) - 1).clamp(min=0)
+        last_hidden = out.last_hidden_state[torch.arange(len(last)), last]
+        return PrefixState(input_mask=input_mask, cache=cache, roles=roles, last_hidden=last_hidden)
+
+    @torch.no_grad()
+    def logits_from_prefix(self, state: PrefixState, fed: torch.Tensor, mode: str,
+                           shift: bool) -> torch.Tensor:
+        """Target logits ``[B, Lt, V]`` given a prefix state; equal to :meth:`target_logits`."""
+        if self.is_encoder_decoder:
+            full = torch.ones_like(fed, dtype=torch.bool)
+            return self._enc_dec_logits(None, state.input_mask, fed, full, mode, shift,
+                                        state.encoder_out)
+        n_in, n_tg = state.roles.shape[1], fed.shape[1]
+        roles = torch.cat([state.roles, torch.full_like(fed, TARGET)], dim=1)
+        pos = position_ids(roles)[:, n_in:]
+        allowed = allowed_keys(roles[:, n_in:], roles, mode, query_pos=torch.arange(n_in, n_in + n_tg))
+        hidden = self.model.base_model(
+            input_ids=fed, attention_mask=self._mask(allowed, self._dtype()), position_ids=pos,
+            cache=state.cache, use_cache=True,
+        ).last_hidden_state
+        state.cache.crop(-n_tg)
+        if shift:
+            hidden = torch.cat([state.last_hidden[:, None], hidden[:, :-1]], dim=1)
+        return self.model.get_output_embeddings()(hidden)
+
+    # ---- encoder–decoder ---------------------------------------------------------------------
+
+    def _enc_dec_logits(self, input_ids, input_mask, fed, target_mask, mode, shift, encoder_out):
+        dec_in = _shift_right(fed, self.model.config.decoder_start_token_id) if shift else fed
+        roles = torch.where(target_mask, TARGET, PAD)
+        dec_mode = "causal" if mode in ("causal", "prefix") else "diffusion"
+        mask = self._mask(allowed_keys(roles, roles, dec_mode), self._dtype())
+        return self.model(
+            input_ids=input_ids, attention_mask=input_mask.long(), encoder_outputs=encoder_out,
+            decoder_input_ids=dec_in, decoder_attention_mask=mask, use_cache=False,
+        ).logits
+
+
+def _shift_right(ids: torch.Tensor, start_id: int) -> torch.Tensor:
+    start = torch.full_like(ids[:, :1], start_id)
+    return torch.cat([start, ids[:, :-1]], dim=1)
+
+
+def _pack(batch: Batch, fed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lay each row out as ``[input][target][padding]`` with no gap between input and target.
+
+    Returns tokens ``[B, S]``, roles ``[B, S]`` and the column of every target slot ``[B, Lt]``.
+    """
+    b, n_in = batch.input_ids.shape
+    n_tg = fed.shape[1]
+    in_len = batch.input_mask.sum(1)
+    width = int((in_len + batch.target_mask.sum(1)).max())
+    tgt_cols = in_len[:, None] + torch.arange(n_tg)[None]
+    tokens = torch.zeros((b, width + 1), dtype=torch.long)
+    roles = torch.zeros((b, width + 1), dtype=torch.long)
+    sink = torch.full_like(tgt_cols, width)  # unused slots land in a dropped column
+    in_cols = torch.where(batch.input_mask, torch.arange(n_in)[None], width)
+    tg_cols = torch.where(batch.target_mask, tgt_cols, sink)
+    tokens.scatter_(1, in_cols, batch.input_ids)
+    tokens.scatter_(1, tg_cols, fed)
+    roles.scatter_(1, in_cols, torch.where(batch.input_mask, INPUT, PAD))
+    roles.scatter_(1, tg_cols, torch.where(batch.target_mask, TARGET, PAD))
+    return tokens[:, :width], roles[:, :width], tgt_cols.clamp(max=width - 1)

@@ -1,0 +1,62 @@
+"""Model and tokenizer for a run: built from a config, or loaded from a checkpoint or hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from ar2diff.config import RunConfig
+from ar2diff.data.toy import toy_vocabulary
+from ar2diff.errors import Ar2DiffError
+from ar2diff.models.checkpoint import is_ar2diff_folder, load_model
+from ar2diff.models.presets import build_model
+from ar2diff.tokenization import special_ids, word_level
+
+
+def load_any(spec: str, dtype: torch.dtype | None = None
+             ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict]:
+    """An ar2diff model folder, or any pretrained causal LM spec (folder, .gguf, hub id, alias).
+
+    Returns ``(model, tokenizer, meta)``; a plain pretrained LM gets AR metadata.
+    """
+    if is_ar2diff_folder(spec):
+        return load_model(spec, dtype)
+    from ar2diff.models.hub import load_pretrained
+
+    model, tokenizer = load_pretrained(spec, dtype or torch.float32)
+    meta = {"kind": "ar", "attention": "causal", "shift": True, "encoder_decoder": False,
+            "noise_vocab": len(tokenizer), "source": spec}
+    return model.eval(), tokenizer, meta
+
+
+def build_tokenizer(config: RunConfig, corpus_texts=None) -> PreTrainedTokenizerBase:
+    """The tokenizer a from-scratch run asks for."""
+    kind = config.tokenizer.kind
+    if kind == "toy":
+        return word_level(toy_vocabulary(), config.tokenizer.sentinels)
+    if kind == "bpe":
+        if corpus_texts is None:
+            raise Ar2DiffError("tokenizer.kind=bpe needs a corpus (data.source=corpus) to train on; "
+                               "use tokenizer.kind=toy for toy tasks or a tokenizer folder")
+        from ar2diff.tokenization import train_bpe
+
+        return train_bpe(corpus_texts, config.tokenizer.vocab_size, config.tokenizer.sentinels)
+    if not Path(kind).is_dir():
+        raise Ar2DiffError(f"tokenizer.kind={kind!r}: not bpe, toy or an existing tokenizer folder")
+    return AutoTokenizer.from_pretrained(kind)
+
+
+def model_for_run(config: RunConfig, tokenizer: PreTrainedTokenizerBase | None = None,
+                  corpus_texts=None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict]:
+    """``(model, tokenizer, meta)`` for a run: pretrained if ``model.pretrained`` is set."""
+    m = config.model
+    if m.pretrained:
+        return load_any(m.pretrained)
+    tokenizer = tokenizer or build_tokenizer(config, corpus_texts)
+    model = build_model(m.arch, m.size, len(tokenizer), special_ids(tokenizer), m.max_positions,
+                        m.overrides)
+    meta = {"kind": config.objective.kind, "encoder_decoder": m.arch == "t5",
+            "noise_vocab": len(tokenizer)}
+    return model, tokenizer, meta

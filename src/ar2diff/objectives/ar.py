@@ -1,0 +1,20 @@
+"""The AR loss: teacher-forced cross-entropy, each target token predicted from those before it."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ar2diff.data.batching import Batch
+from ar2diff.models.backbone import Backbone
+
+
+def ar_loss(backbone: Backbone, batch: Batch, attention: str = "causal") -> tuple[torch.Tensor, int]:
+    """Summed token cross-entropy over the target and the number of target tokens.
+
+    ``attention`` is ``causal`` (an ordinary LM) or ``prefix`` (bidirectional over the input).
+    """
+    logits = backbone.target_logits(batch, batch.target_ids, attention, shift=True)
+    mask = batch.target_mask
+    loss = F.cross_entropy(logits[mask].float(), batch.target_ids[mask], reduction="sum")
+    return loss, int(mask.sum())

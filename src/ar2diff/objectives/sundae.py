@@ -1,0 +1,40 @@
+"""SUNDAE's step-unrolled denoising loss L(1:n) on uniformly corrupted targets.
+
+x1 = corrupt(x0); logits1 = f(input, x1); then for k = 2..n: x_k = argmax(logits_{k-1}) with no
+gradient, logits_k = f(input, x_k). The loss is the mean over the n passes of the cross-entropy
+against x0 at every target position — padding included, so that the length is learned.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ar2diff.data.batching import Batch
+from ar2diff.models.backbone import Backbone
+from ar2diff.noise import uniform_corrupt
+
+
+def sundae_loss(
+    backbone: Backbone,
+    batch: Batch,
+    vocab_size: int,
+    generators: list[torch.Generator],
+    unroll: int = 2,
+    shift: bool = False,
+    mode: str = "diffusion",
+) -> tuple[torch.Tensor, int]:
+    """Summed L(1:unroll) token loss (averaged over passes) and the number of target tokens.
+
+    ``generators`` holds one generator per example for the corruption; ``mode`` may be
+    ``prefix`` during attention annealing, otherwise ``diffusion``.
+    """
+    x0, mask = batch.target_ids, batch.target_mask
+    fed = uniform_corrupt(x0, vocab_size, generators)
+    total = torch.zeros(())
+    for k in range(unroll):
+        logits = backbone.target_logits(batch, fed, mode, shift)
+        total = total + F.cross_entropy(logits[mask].float(), x0[mask], reduction="sum")
+        if k + 1 < unroll:
+            fed = torch.where(mask, logits.detach().argmax(-1), x0)
+    return total / unroll, int(mask.sum())

@@ -1,0 +1,190 @@
+"""Autoregressive decoding with a KV cache: greedy, temperature / top-p sampling and beam search.
+
+Inputs of different lengths are left-padded; padding is masked and does not shift positions, so
+a batch decodes the same tokens as each input alone. Every sequence stops at EOS. Sampling draws
+from one generator per (input, sample index), so results do not depend on batching.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutput
+
+from ar2diff.models.attention import INPUT, PAD, TARGET, allowed_keys, position_ids
+from ar2diff.models.backbone import Backbone
+from ar2diff.noise import example_generator
+
+
+@dataclass
+class ARSampling:
+    """How to decode: ``greedy`` | ``sample`` | ``beam``."""
+
+    strategy: str = "greedy"
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    num_beams: int = 4
+    length_penalty: float = 1.0
+    samples: int = 1
+    seed: int = 0
+    attention: str = "causal"  # how the input attends to itself: causal | prefix
+
+
+def prompt_key(ids: Sequence[int]) -> int:
+    """A stable integer key of a token sequence (seeds per-input randomness)."""
+    return zlib.crc32(torch.tensor(list(ids), dtype=torch.int64).numpy().tobytes())
+
+
+class _IncrementalDecoder:
+    """Feeds one token per sequence at a time through a cached backbone."""
+
+    def __init__(self, backbone: Backbone, inputs: Sequence[Sequence[int]], pad_id: int,
+                 attention: str):
+        self.bb = backbone
+        self.attention = attention
+        width = max(1, max(len(x) for x in inputs))
+        ids = torch.full((len(inputs), width), pad_id, dtype=torch.long)
+        valid = torch.zeros_like(ids, dtype=torch.bool)
+        for i, x in enumerate(inputs):
+            if len(x):
+                ids[i, width - len(x):] = torch.tensor(list(x))
+                valid[i, width - len(x):] = True
+        self.ids, self.valid = ids, valid
+
+    @torch.no_grad()
+    def start(self) -> torch.Tensor:
+        """Run the prompts; returns next-token logits ``[B, V]``."""
+        model = self.bb.model
+        if self.bb.is_encoder_decoder:
+            enc = model.get_encoder()(input_ids=self.ids, attention_mask=self.valid.long())
+            self.encoder_out = enc.last_hidden_state
+            self.cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+            start = torch.full((len(self.ids), 1), model.config.decoder_start_token_id)
+            return self.step(start)
+        self.roles = torch.where(self.valid, INPUT, PAD)
+        self.cache = DynamicCache(config=model.config)
+        mask = self.bb._mask(allowed_keys(self.roles, self.roles, self.attention), self.bb._dtype())
+        hidden = model.base_model(input_ids=self.ids, attention_mask=mask,
+                                  position_ids=position_ids(self.roles), cache=self.cache,
+                                  use_cache=True).last_hidden_state
+        return model.get_output_embeddings()(hidden[:, -1]).float()
+
+    @torch.no_grad()
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append ``tokens`` ``[B, 1]``; returns the next-token logits ``[B, V]``."""
+        model = self.bb.model
+        if self.bb.is_encoder_decoder:
+            out = model(encoder_outputs=BaseModelOutput(last_hidden_state=self.encoder_out),
+                        attention_mask=self.valid.long(), decoder_input_ids=tokens,
+                        past_key_values=self.cache, use_cache=True)
+            self.cache = out.past_key_values
+            return out.logits[:, -1].float()
+        self.roles = torch.cat([self.roles, torch.full_like(tokens, TARGET)], dim=1)
+        col = self.roles.shape[1] - 1
+        allowed = allowed_keys(self.roles[:, -1:], self.roles, self.attention,
+                               query_pos=torch.tensor([col]))
+        hidden = model.base_model(
+            input_ids=tokens, attention_mask=self.bb._mask(allowed, self.bb._dtype()),
+            position_ids=position_ids(self.roles)[:, -1:], cache=self.cache, use_cache=True,
+        ).last_hidden_state
+        return model.get_output_embeddings()(hidden[:, -1]).float()
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep (and reorder) the given batch rows, e.g. for beam search."""
+        self.cache.reorder_cache(rows)
+        self.ids, self.valid = self.ids[rows], self.valid[rows]
+        if self.bb.is_encoder_decoder:
+            self.encoder_out = self.encoder_out[rows]
+        else:
+            self.roles = self.roles[rows]
+
+
+def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(descending=True)
+    probs = sorted_logits.softmax(-1)
+    drop = probs.cumsum(-1) - probs > top_p  # keep the smallest set whose mass reaches top_p
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+def _choose(logits: torch.Tensor, cfg: ARSampling, gens: list[torch.Generator]) -> torch.Tensor:
+    if cfg.strategy == "greedy" or cfg.temperature == 0:
+        return logits.argmax(-1)
+    probs = _top_p_filter(logits / cfg.temperature, cfg.top_p).softmax(-1)
+    return torch.cat([torch.multinomial(p[None], 1, generator=g)[0] for p, g in zip(probs, gens,
+                                                                                     strict=True)])
+
+
+@torch.no_grad()
+def ar_generate(backbone: Backbone, inputs: Sequence[Sequence[int]], cfg: ARSampling,
+                eos_id: int, pad_id: int) -> list[list[list[int]]]:
+    """``cfg.samples`` continuations per input (token ids, EOS excluded), in input order."""
+    if cfg.strategy not in ("greedy", "sample", "beam"):
+        raise ValueError(f"unknown AR strategy {cfg.strategy!r}; use greedy, sample or beam")
+    if cfg.strategy == "beam":
+        return [[seq] for seq in _beam_search(backbone, inputs, cfg, eos_id, pad_id)]
+    n = cfg.samples
+    rows = [x for x in inputs for _ in range(n)]
+    gens = [example_generator(cfg.seed, prompt_key(x), k) for x in inputs for k in range(n)]
+    dec = _IncrementalDecoder(backbone, rows, pad_id, cfg.attention)
+    logits = dec.start()
+    out = torch.zeros((len(rows), 0), dtype=torch.long)
+    done = torch.zeros(len(rows), dtype=torch.bool)
+    for t in range(cfg.max_new_tokens):
+        tok = torch.where(done, pad_id, _choose(logits, cfg, gens))
+        out = torch.cat([out, tok[:, None]], dim=1)
+        done |= tok == eos_id
+        if bool(done.all()) or t + 1 == cfg.max_new_tokens:
+            break
+        logits = dec.step(tok[:, None])
+    seqs = [_until_eos(row.tolist(), eos_id) for row in out]
+    return [seqs[i * n:(i + 1) * n] for i in range(len(inputs))]
+
+
+def _until_eos(tokens: list[int], eos_id: int) -> list[int]:
+    return tokens[: tokens.index(eos_id)] if eos_id in tokens else tokens
+
+
+def _beam_search(backbone: Backbone, inputs: Sequence[Sequence[int]], cfg: ARSampling,
+                 eos_id: int, pad_id: int) -> list[list[int]]:
+    """Beam search; finished beams keep their score and compete with open ones.
+
+    Hypotheses are ranked by log-probability / length ** length_penalty.
+    """
+    k, b = cfg.num_beams, len(inputs)
+    dec = _IncrementalDecoder(backbone, [x for x in inputs for _ in range(k)], pad_id, cfg.attention)
+    logp = dec.start().log_softmax(-1)
+    scores = torch.full((b, k), float("-inf"))
+    scores[:, 0] = 0.0  # identical beams at the start: expand only the first
+    seqs = torch.zeros((b * k, 0), dtype=torch.long)
+    done = torch.zeros(b * k, dtype=torch.bool)
+    lengths = torch.zeros(b * k)
+    vocab = logp.shape[-1]
+    for t in range(cfg.max_new_tokens):
+        frozen = torch.full_like(logp, float("-inf"))
+        frozen[:, pad_id] = 0.0
+        logp = torch.where(done[:, None], frozen, logp)
+        total = (scores.view(-1, 1) + logp).view(b, k * vocab)
+        top, idx = total.topk(k, dim=-1)
+        beam = idx // vocab + torch.arange(b)[:, None] * k
+        tok = (idx % vocab).view(-1)
+        beam = beam.view(-1)
+        seqs = torch.cat([seqs[beam], tok[:, None]], dim=1)
+        was_done = done[beam]
+        lengths = lengths[beam] + (~was_done).float()
+        done = was_done | (tok == eos_id)
+        scores = top
+        if bool(done.all()) or t + 1 == cfg.max_new_tokens:
+            break
+        dec.select(beam)
+        logp = dec.step(tok[:, None]).log_softmax(-1)
+    norm = scores.view(-1) / lengths.clamp(min=1) ** cfg.length_penalty
+    best = norm.view(b, k).argmax(-1) + torch.arange(b) * k
+    return [_until_eos(seqs[i].tolist(), eos_id) for i in best.tolist()]

@@ -1,0 +1,472 @@
+"""Run untrusted, model-generated Python programs in isolated subprocesses (pass@k evaluation).
+
+Each program runs in a fresh interpreter (the harness's own executable) under resource limits, in
+its own session, temporary directory and minimal environment. Where the kernel allows it, it also
+gets new mount/pid/network/IPC namespaces and, as root, an unprivileged uid of its own. The
+strongest working mode is detected once per process: see ``isolation_mode`` and docs/sandbox.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import os
+import selectors
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_LIMIT_BYTES = 4 << 20  # stdout + stderr together
+FILE_SIZE_LIMIT_BYTES = 64 << 20  # RLIMIT_FSIZE, and the size of each private tmpfs
+MAX_PROCESSES = 64  # RLIMIT_NPROC (tasks, threads included) for the sandbox's uid
+MAX_OPEN_FILES = 256
+SANDBOX_PREFIX = "ar2diff-sbx-"  # name prefix of the per-run folders in tempfile.gettempdir()
+
+_DETAIL_CHARS = 1000
+_STDERR_TAIL_BYTES = 4096
+_READ_CHUNK = 1 << 16
+_STOP_GRACE_S = 3.0  # how long a stopped sandbox may take to tear down before SIGKILL of its group
+_PROBE_TIMEOUT_S = 20.0
+_UID_BASE = 1 << 30  # per-run uids: _UID_BASE + (pid % 2**16) * 2**12 + (run % 2**12)
+_PRIVATE_TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # the usual world-writable ones
+_ENV_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+# The program's interpreter: no user site-packages and (3.11+) no script folder on sys.path, like
+# `-I`; unlike `-I`, the PYTHON* variables of the fixed environment (hash seed) still apply.
+_PYTHON_FLAGS = ["-s", "-P"] if sys.version_info >= (3, 11) else ["-s"]
+
+_CLONE_NEWNS = 0x00020000
+_CLONE_NEWIPC = 0x08000000
+_CLONE_NEWUSER = 0x10000000
+_CLONE_NEWPID = 0x20000000
+_CLONE_NEWNET = 0x40000000
+_NAMESPACES = _CLONE_NEWNS | _CLONE_NEWIPC | _CLONE_NEWPID | _CLONE_NEWNET
+
+# Runs as `python -I -S -c _BOOTSTRAP CONFIG` in a new session. It enters the namespaces, then
+# forks a supervisor (pid 1 of the new pid namespace when there is one), which forks the program:
+# limits, uid drop, exec. The supervisor reaps, reports the program's wait status on the status
+# pipe and exits, which kills whatever is left in the pid namespace. SIGTERM to the bootstrap
+# kills the supervisor and waits until the namespace is gone.
+_BOOTSTRAP = r"""
+import ctypes, json, os, resource, signal, sys
+
+cfg = json.loads(sys.argv[1])
+libc = ctypes.CDLL(None, use_errno=True)
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
+
+
+def check(ret):
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def die_with_parent():
+    check(libc.prctl(1, signal.SIGKILL, 0, 0, 0))  # PR_SET_PDEATHSIG
+
+
+def mount(source, target, fstype, flags, data=None):
+    args = [None if s is None else s.encode() for s in (source, target, fstype, data)]
+    check(libc.mount(args[0], args[1], args[2], ctypes.c_ulong(flags), args[3]))
+
+
+def enter_namespaces():
+    uid, gid = os.getuid(), os.getgid()
+    check(libc.unshare(cfg["flags"]))
+    if cfg["userns"]:
+        maps = (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1"))
+        for name, text in maps:
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    for top, mode, keep in cfg["mounts"]:
+        fds = [os.open(path, os.O_PATH) for path in keep]
+        mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode},size={cfg['tmpfs']}")
+        for path, fd in zip(keep, fds):
+            os.makedirs(path, exist_ok=True)
+            mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+            os.close(fd)
+
+
+def exec_program():
+    os.close(cfg["status_fd"])
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+    for name, soft, hard in cfg["limits"]:
+        res = getattr(resource, name)
+        cap = resource.getrlimit(res)[1]
+        if cap != resource.RLIM_INFINITY and os.geteuid() != 0:
+            soft, hard = min(soft, cap), min(hard, cap)
+        resource.setrlimit(res, (soft, hard))
+    if cfg["uid"] is not None:
+        os.setgroups([])
+        os.setgid(cfg["uid"])
+        os.setuid(cfg["uid"])
+    os.nice(10)  # the harness and supervisors stay responsive under load
+    check(libc.prctl(38, 1, 0, 0, 0))  # PR_SET_NO_NEW_PRIVS
+    os.execv(cfg["argv"][0], cfg["argv"])
+
+
+def supervise():
+    die_with_parent()
+    if cfg["flags"]:
+        try:
+            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        except OSError:
+            pass  # best effort: the program then sees the host's process list
+    child = os.fork()
+    if child == 0:
+        exec_program()
+    while True:
+        pid, status = os.wait()
+        if pid == child:
+            break
+    os.write(cfg["status_fd"], str(status).encode())
+    os._exit(0)
+
+
+os.umask(0o022)
+if cfg["flags"]:
+    enter_namespaces()
+die_with_parent()  # after unshare: entering a user namespace clears it
+if os.getppid() != cfg["parent"]:
+    sys.exit("sandbox: harness went away")
+os.chdir(cfg["cwd"])
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])  # until the handler can act
+supervisor = os.fork()
+if supervisor == 0:
+    supervise()
+signal.signal(signal.SIGTERM, lambda *_: os.kill(supervisor, signal.SIGKILL))
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
+os.waitid(os.P_PID, supervisor, os.WEXITED | os.WNOWAIT)
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])  # never signal a reaped pid
+os.waitpid(supervisor, 0)
+"""
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """Outcome of one sandboxed program."""
+
+    passed: bool  # exited with status 0 within all limits
+    status: str  # "passed" | "failed" | "timeout" | "memory" | "killed" | "output_limit" | "error"
+    detail: str  # short tail of stderr / reason, for reports
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class _Mode:
+    """One isolation level: namespaces and/or a dropped uid (root only)."""
+
+    name: str
+    namespaces: bool
+    drop_uid: bool
+
+
+_MODES = {
+    "namespaces+uid": _Mode("namespaces+uid", namespaces=True, drop_uid=True),
+    "namespaces": _Mode("namespaces", namespaces=True, drop_uid=False),
+    "uid": _Mode("uid", namespaces=False, drop_uid=True),
+    "basic": _Mode("basic", namespaces=False, drop_uid=False),
+}
+_mode_lock = threading.Lock()
+_detected: _Mode | None = None
+_run_ids = itertools.count()
+
+
+def run_program(program: str, timeout_s: float = 10.0, memory_mb: int = 1024) -> ExecResult:
+    """Run one Python program in the sandbox; never raises for anything the program does."""
+    _check_limits(timeout_s, memory_mb)
+    return _run(program, timeout_s, memory_mb, _mode())
+
+
+def run_programs(
+    programs: list[str], timeout_s: float = 10.0, memory_mb: int = 1024, workers: int = 2
+) -> list[ExecResult]:
+    """Run programs on ``workers`` parallel sandboxes; results come back in input order."""
+    _check_limits(timeout_s, memory_mb)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    mode = _mode()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
+        return list(pool.map(lambda p: _run(p, timeout_s, memory_mb, mode), programs))
+
+
+def isolation_mode() -> str:
+    """The isolation in use: "namespaces+uid", "namespaces", "uid" or "basic" (detected once)."""
+    return _mode().name
+
+
+def _check_limits(timeout_s: float, memory_mb: int) -> None:
+    if not 0 < timeout_s < math.inf:
+        raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s}")
+    if memory_mb < 1:
+        raise ValueError(f"memory_mb must be >= 1, got {memory_mb}")
+
+
+def _mode() -> _Mode:
+    """Detect once the strongest mode whose trial run passes here."""
+    global _detected
+    with _mode_lock:
+        if _detected is None:
+            _detected = next(m for m in _candidate_modes() if _probe(m))
+            logger.info("sandbox isolation mode: %s", _detected.name)
+        return _detected
+
+
+def _candidate_modes() -> list[_Mode]:
+    names = ["namespaces+uid", "uid"] if os.geteuid() == 0 else ["namespaces"]
+    return [_MODES[n] for n in [*names, "basic"]]
+
+
+def _probe(mode: _Mode) -> bool:
+    if mode.name == "basic":
+        return True
+    result = _run("import sys\nsys.exit(0)\n", _PROBE_TIMEOUT_S, 1024, mode)
+    if not result.passed:
+        logger.warning("sandbox mode %s failed its trial: %s", mode.name, result)
+    return result.passed
+
+
+def _run(program: str, timeout_s: float, memory_mb: int, mode: _Mode) -> ExecResult:
+    start = time.monotonic()
+    try:
+        # Its cleanup also restores permissions that a same-uid program took away.
+        with tempfile.TemporaryDirectory(prefix=SANDBOX_PREFIX, ignore_cleanup_errors=True) as d:
+            status, detail = _execute(program, os.path.realpath(d), timeout_s, memory_mb, mode)
+    except (OSError, subprocess.SubprocessError) as exc:
+        status, detail = "error", f"sandbox error: {exc!r}"
+    return ExecResult(status == "passed", status, detail, time.monotonic() - start)
+
+
+def _next_uid() -> int:
+    return _UID_BASE + ((os.getpid() & 0xFFFF) << 12) + (next(_run_ids) & 0xFFF)
+
+
+def _prepare(root: str, program: str, uid: int | None) -> str:
+    """Write ROOT/program.py, make ROOT/work/tmp (with ``uid``: owned by it); return work/."""
+    path = os.path.join(root, "program.py")
+    with open(path, "w", encoding="utf-8", errors="surrogatepass") as f:
+        f.write(program)
+    work = os.path.join(root, "work")
+    os.makedirs(os.path.join(work, "tmp"))
+    if uid is not None:
+        os.chmod(root, 0o711)
+        os.chmod(path, 0o644)
+        for d in (work, os.path.join(work, "tmp")):
+            os.chown(d, uid, uid)
+            os.chmod(d, 0o700)
+    return work
+
+
+def _execute(
+    program: str, root: str, timeout_s: float, memory_mb: int, mode: _Mode
+) -> tuple[str, str]:
+    uid = _next_uid() if mode.drop_uid else None
+    work = _prepare(root, program, uid)
+    env = {
+        "PATH": _ENV_PATH,
+        "LANG": "C.UTF-8",
+        "HOME": work,
+        "TMPDIR": os.path.join(work, "tmp"),
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    userns = mode.namespaces and os.geteuid() != 0
+    status_r, status_w = os.pipe()
+    config = {
+        "flags": (_NAMESPACES | (_CLONE_NEWUSER if userns else 0)) if mode.namespaces else 0,
+        "userns": userns,
+        "mounts": _mount_plan(root, mode) if mode.namespaces else [],
+        "tmpfs": FILE_SIZE_LIMIT_BYTES,
+        "uid": uid,
+        "limits": _limits(timeout_s, memory_mb, mode),
+        "argv": [sys.executable, *_PYTHON_FLAGS, os.path.join(root, "program.py")],
+        "cwd": work,
+        "status_fd": status_w,
+        "parent": os.getpid(),
+    }
+    cmd = [sys.executable, "-I", "-S", "-c", _BOOTSTRAP, json.dumps(config)]
+    deadline = time.monotonic() + timeout_s
+    try:
+        with subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+            pass_fds=(status_w,),
+        ) as proc:
+            os.close(status_w)
+            status_w = -1
+            return _supervise(proc, status_r, deadline, timeout_s)
+    finally:
+        for fd in (status_r, status_w):
+            if fd >= 0:
+                os.close(fd)
+
+
+def _limits(timeout_s: float, memory_mb: int, mode: _Mode) -> list[tuple[str, int, int]]:
+    """(resource name, soft, hard); CPU soft limit sends SIGXCPU, hard one SIGKILL."""
+    cpu = math.ceil(timeout_s) + 1
+    mem = memory_mb << 20
+    limits = [
+        ("RLIMIT_AS", mem, mem),
+        ("RLIMIT_DATA", mem, mem),
+        ("RLIMIT_CPU", cpu, cpu + 1),
+        ("RLIMIT_FSIZE", FILE_SIZE_LIMIT_BYTES, FILE_SIZE_LIMIT_BYTES),
+        ("RLIMIT_NOFILE", MAX_OPEN_FILES, MAX_OPEN_FILES),
+        ("RLIMIT_CORE", 0, 0),
+    ]
+    if mode.namespaces or mode.drop_uid:  # the count is then the sandbox's own
+        limits.append(("RLIMIT_NPROC", MAX_PROCESSES, MAX_PROCESSES))
+    return limits
+
+
+def _mount_plan(root: str, mode: _Mode) -> list[tuple[str, str, list[str]]]:
+    """(target, mode, keep): a fresh tmpfs on each target, with ``keep`` paths bound back.
+
+    Targets: the shared temp folders (made private), and with a dropped uid each folder that the
+    uid cannot traverse on the way to the interpreter or the sandbox (e.g. /root, mode 0700).
+    """
+    keep = [root, *_interpreter_dirs()]
+    tops = {os.path.realpath(d): "1777" for d in _PRIVATE_TMP_DIRS if os.path.isdir(d)}
+    if mode.drop_uid:
+        for path in keep:
+            blocked = _first_untraversable_ancestor(path)
+            if blocked is not None:
+                tops.setdefault(blocked, "755")
+    outer = [t for t in tops if not any(t != o and _within(t, o) for o in tops)]
+    return [(t, tops[t], [p for p in keep if _within(p, t)]) for t in outer]
+
+
+def _interpreter_dirs() -> list[str]:
+    exe = os.path.abspath(sys.executable)
+    dirs = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}
+    dirs |= {os.path.dirname(exe), os.path.dirname(os.path.realpath(exe))}
+    real = {os.path.realpath(d) for d in dirs}
+    return sorted(d for d in real if not any(d != o and _within(d, o) for o in real))
+
+
+def _first_untraversable_ancestor(path: str) -> str | None:
+    parts = path.strip("/").split("/")[:-1]
+    for i in range(len(parts) + 1):
+        ancestor = "/" + "/".join(parts[:i])
+        if not os.stat(ancestor).st_mode & stat.S_IXOTH:
+            return ancestor
+    return None
+
+
+def _within(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+class _Pipes:
+    """Drains the sandbox's stdout, stderr and status pipe, keeping only a bounded stderr tail."""
+
+    def __init__(self, proc: subprocess.Popen, status_fd: int) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(proc.stdout, selectors.EVENT_READ, "stdout")
+        self.selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
+        self.selector.register(status_fd, selectors.EVENT_READ, "status")
+        self.total = 0
+        self.stderr_tail = b""
+        self.status = b""
+        self.finished = False  # status pipe closed: bootstrap and supervisor have exited
+
+    @property
+    def over_limit(self) -> bool:
+        return self.total > OUTPUT_LIMIT_BYTES
+
+    def pump(self, timeout: float) -> bool:
+        """Read what becomes ready within ``timeout``; False when nothing was."""
+        events = self.selector.select(timeout)
+        for key, _ in events:
+            data = os.read(key.fd, _READ_CHUNK)
+            if not data:
+                self.selector.unregister(key.fileobj)
+                self.finished |= key.data == "status"
+            elif key.data == "status":
+                self.status += data
+            else:
+                self.total += len(data)
+                if key.data == "stderr":
+                    self.stderr_tail = (self.stderr_tail + data)[-_STDERR_TAIL_BYTES:]
+        return bool(events)
+
+    def close(self) -> None:
+        self.selector.close()
+
+
+def _supervise(
+    proc: subprocess.Popen, status_fd: int, deadline: float, timeout_s: float
+) -> tuple[str, str]:
+    pipes = _Pipes(proc, status_fd)
+    try:
+        while not (pipes.finished or pipes.over_limit or time.monotonic() >= deadline):
+            pipes.pump(max(0.0, deadline - time.monotonic()))
+        stopped = not pipes.finished
+        if stopped:
+            _stop(proc, pipes)
+        else:
+            while not pipes.over_limit and pipes.pump(0):
+                pass  # what the program wrote just before it ended
+    finally:
+        _kill_group(proc.pid)  # stragglers without a pid namespace; pgid pinned until reaped
+        proc.wait()
+        pipes.close()
+    if pipes.over_limit:
+        return "output_limit", f"output exceeded {OUTPUT_LIMIT_BYTES} bytes"
+    if stopped:
+        return "timeout", f"wall time limit of {timeout_s:g}s exceeded"
+    return _classify(pipes.status, proc.returncode, _tail(pipes.stderr_tail))
+
+
+def _stop(proc: subprocess.Popen, pipes: _Pipes) -> None:
+    """Ask the bootstrap to kill its pid namespace and wait (bounded) until it has."""
+    os.kill(proc.pid, signal.SIGTERM)
+    grace = time.monotonic() + _STOP_GRACE_S
+    while not pipes.finished and time.monotonic() < grace:
+        pipes.pump(max(0.0, grace - time.monotonic()))
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _classify(raw_status: bytes, bootstrap_rc: int, tail: str) -> tuple[str, str]:
+    if not raw_status:  # the supervisor died before reporting
+        if bootstrap_rc > 0:
+            return "error", tail or f"sandbox bootstrap exited with {bootstrap_rc}"
+        return "killed", tail or "sandbox supervisor was killed"
+    status = int(raw_status)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGXCPU:
+            return "timeout", tail or "CPU time limit exceeded"
+        return "killed", tail or f"killed by {signal.Signals(sig).name}"
+    code = os.WEXITSTATUS(status)
+    if code == 0:
+        return "passed", tail
+    if "MemoryError" in tail:
+        return "memory", tail
+    return "failed", tail or f"exit status {code}"
+
+
+def _tail(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace").strip()[-_DETAIL_CHARS:]

@@ -1,0 +1,282 @@
+"""One training loop for every stage (pretrain, adapt, finetune), driven by a :class:`RunConfig`.
+
+AdamW with warm-up and decay, gradient accumulation, optional bf16 autocast, a progress bar
+with loss and tokens/s, periodic held-out evaluation, atomic checkpoints (weights, config,
+optimizer, scheduler, RNG and step) and exact resume. The loss of a step is the sum of token
+losses over the whole global batch divided by its token count, so the micro-batch size does not
+change the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ar2diff.config import RunConfig, save_config
+from ar2diff.data.batching import Batch, collate
+from ar2diff.data.sources import HELD_OUT, ExampleSource
+from ar2diff.errors import Ar2DiffError
+from ar2diff.models.backbone import Backbone
+from ar2diff.models.checkpoint import load_model, save_model, verify_folder
+from ar2diff.noise import example_generator
+from ar2diff.objectives.ar import ar_loss
+from ar2diff.objectives.sundae import sundae_loss
+from ar2diff.tokenization import special_ids
+
+STATE = "trainer_state.pt"
+
+
+@dataclass
+class TrainResult:
+    """What a finished run left: the model folder and the loss history."""
+
+    model_dir: Path
+    history: list[dict] = field(default_factory=list)
+    final_eval_loss: float | None = None
+
+
+def lr_lambda(config: RunConfig):
+    """Multiplier of the base learning rate at each step: linear warm-up, then decay."""
+    o, total = config.optim, config.train.steps
+
+    def fn(step: int) -> float:
+        if step < o.warmup_steps:
+            return (step + 1) / o.warmup_steps
+        if o.decay == "constant":
+            return 1.0
+        frac = (step - o.warmup_steps) / max(1, total - o.warmup_steps)
+        shape = 1 - frac if o.decay == "linear" else 0.5 * (1 + math.cos(math.pi * frac))
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * shape
+
+    return fn
+
+
+def objective_loss(backbone: Backbone, batch: Batch, indices: list[int], config: RunConfig,
+                   noise_vocab: int) -> tuple[torch.Tensor, int]:
+    """Summed token loss of the configured objective and its token count."""
+    o = config.objective
+    if o.kind == "ar":
+        attention = "causal" if o.format == "causal" else o.attention
+        return ar_loss(backbone, batch, attention)
+    gens = [example_generator(config.train.seed, i, 3) for i in indices]
+    return sundae_loss(backbone, batch, noise_vocab, gens, o.unroll, o.shift)
+
+
+def autocast(config: RunConfig):
+    if config.train.bf16:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class Trainer:
+    """Holds the model, optimizer and data of a run; :meth:`run` trains it to the end."""
+
+    def __init__(self, config: RunConfig, model, tokenizer, meta: dict, source: ExampleSource):
+        self.config, self.tokenizer, self.source = config, tokenizer, source
+        self.out = Path(config.train.out_dir)
+        self.meta = {**meta, **_meta_from_config(config, meta)}
+        self.backbone = Backbone(model)
+        self.pad_id = special_ids(tokenizer)["pad"]
+        o = config.optim
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            (no_decay if p.dim() < 2 or "norm" in name else decay).append(p)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": o.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=o.lr, betas=(o.beta1, o.beta2),
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
+        self.step = 0
+        self.history: list[dict] = []
+
+    # ---- one step --------------------------------------------------------------------------
+
+    def train_step(self) -> dict:
+        cfg = self.config.train
+        model = self.backbone.model
+        model.train()
+        indices = [self.step * cfg.batch_size + j for j in range(cfg.batch_size)]
+        examples = [self.source.example(i) for i in indices]
+        n_tokens = sum(len(e.target_ids) for e in examples)
+        micro = cfg.micro_batch_size or cfg.batch_size
+        total = 0.0
+        for lo in range(0, len(examples), micro):
+            batch = collate(examples[lo:lo + micro], self.pad_id)
+            with autocast(self.config):
+                loss_sum, _ = objective_loss(self.backbone, batch, indices[lo:lo + micro],
+                                             self.config, self.meta["noise_vocab"])
+            (loss_sum / n_tokens).backward()
+            total += float(loss_sum)
+        loss = total / n_tokens
+        if not math.isfinite(loss):
+            raise Ar2DiffError(
+                f"loss became {loss} at step {self.step + 1}; stopped. The last good checkpoint "
+                f"is kept in {self.out / 'checkpoints'}; lower optim.lr or enable train.bf16=false"
+            )
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.optim.grad_clip))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        seen = sum(len(e.input_ids) + len(e.target_ids) for e in examples)
+        return {"step": self.step, "loss": loss, "grad_norm": grad_norm,
+                "lr": self.scheduler.get_last_lr()[0], "tokens": seen}
+
+    @torch.no_grad()
+    def eval_loss(self) -> float:
+        """Mean token loss of the objective on the held-out examples."""
+        cfg = self.config.train
+        self.backbone.model.eval()
+        indices = [HELD_OUT + i for i in range(cfg.eval_examples)]
+        total, count = 0.0, 0
+        micro = cfg.micro_batch_size or cfg.batch_size
+        for lo in range(0, len(indices), micro):
+            chunk = indices[lo:lo + micro]
+            batch = collate([self.source.example(i) for i in chunk], self.pad_id)
+            with autocast(self.config):
+                loss_sum, n = objective_loss(self.backbone, batch, chunk, self.config,
+                                             self.meta["noise_vocab"])
+            total, count = total + float(loss_sum), count + n
+        return total / max(count, 1)
+
+    # ---- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        cfg = self.config.train
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, desc="train",
+                   dynamic_ncols=True)
+        eval_loss = None
+        while self.step < cfg.steps:
+            start = time.perf_counter()
+            record = self.train_step()
+            record["tokens_per_s"] = record["tokens"] / (time.perf_counter() - start)
+            if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
+                eval_loss = record["eval_loss"] = self.eval_loss()
+            self.history.append(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}",
+                            **({"eval": f"{eval_loss:.3f}"} if eval_loss is not None else {}))
+            if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
+                self.save_checkpoint()
+        bar.close()
+        self.save_checkpoint()
+        model_dir = save_model(self.out / "model", self.backbone.model, self.tokenizer, self.meta)
+        return TrainResult(model_dir, self.history, eval_loss)
+
+    # ---- checkpoints -------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> Path:
+        """Atomically write ``checkpoints/step-N`` and keep the last ``train.keep_last``."""
+        state = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "history": self.history,
+        }
+
+        def extra(tmp: Path) -> None:
+            torch.save(state, tmp / STATE)
+            save_config(self.config, tmp / "config.yaml")
+
+        folder = self.out / "checkpoints" / f"step-{self.step:08d}"
+        save_model(folder, self.backbone.model, self.tokenizer, self.meta, extra)
+        self._write_log()
+        for old in checkpoints(self.out)[:-max(1, self.config.train.keep_last)]:
+            shutil.rmtree(old, ignore_errors=True)
+        return folder
+
+    def _write_log(self) -> None:
+        from ar2diff.models.checkpoint import write_json_atomic
+
+        write_json_atomic(self.out / "history.json", self.history)
+
+    def load_checkpoint(self, folder: Path) -> None:
+        model, _, _ = load_model(folder)
+        self.backbone.model.load_state_dict(model.state_dict())
+        state = torch.load(folder / STATE, weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = state["step"]
+        self.history = state["history"]
+
+
+def checkpoints(out: Path) -> list[Path]:
+    """Finished checkpoint folders of a run, oldest first."""
+    folder = Path(out) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and re.fullmatch(r"step-\d{8}", p.name)]
+    return sorted(found)
+
+
+def latest_valid_checkpoint(out: Path) -> Path | None:
+    """The newest checkpoint whose checksums verify (a damaged newer one is skipped)."""
+    for folder in reversed(checkpoints(out)):
+        try:
+            verify_folder(folder)
+            return folder
+        except Ar2DiffError as exc:
+            print(f"warning: skipping {folder}: {exc}")
+    return None
+
+
+def check_output_dir(out: Path) -> None:
+    """Fail before training if the output folder cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"0" * 1024)
+        probe.unlink()
+    except OSError as exc:
+        raise Ar2DiffError(f"output folder {out} is not writable ({exc.strerror}); "
+                           "choose another train.out_dir") from exc
+
+
+def _meta_from_config(config: RunConfig, meta: dict) -> dict:
+    o, s = config.objective, config.sample
+    return {
+        "kind": o.kind,
+        "attention": "diffusion" if o.kind == "diffusion" else (
+            "causal" if o.format == "causal" else o.attention),
+        "shift": True if o.kind == "ar" else o.shift,
+        "target_length": config.data.target_length,
+        "sample": {"steps": s.steps, "temperature": s.temperature, "samples": s.samples,
+                   "max_new_tokens": s.max_new_tokens},
+        "config": config.to_dict(),
+        "ar2diff_version": _version(),
+    }
+
+
+def _version() -> str:
+    from ar2diff import __version__
+
+    return __version__
+
+
+def train(config: RunConfig, model, tokenizer, meta: dict, source: ExampleSource,
+          resume: bool = False) -> TrainResult:
+    """Train (or resume) a run to ``config.train.steps``; returns where the model was saved."""
+    out = Path(config.train.out_dir)
+    check_output_dir(out)
+    save_config(config, out / "config.yaml")
+    trainer = Trainer(config, model, tokenizer, meta, source)
+    if resume:
+        folder = latest_valid_checkpoint(out)
+        if folder is not None:
+            trainer.load_checkpoint(folder)
+            print(f"resumed from {folder} (step {trainer.step})")
+    (out / "run.json").write_text(json.dumps({"config": config.to_dict()}, indent=2))
+    return trainer.run()

@@ -1,0 +1,30 @@
+"""Shared fixtures: tiny random models of each family and a toy tokenizer (no network)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ar2diff.data.toy import toy_vocabulary
+from ar2diff.models.presets import build_model
+from ar2diff.tokenization import special_ids, word_level
+
+DECODER_ARCHS = ("llama", "qwen2", "gpt2")
+ALL_ARCHS = (*DECODER_ARCHS, "t5")
+SPECIAL = {"pad": 0, "bos": 1, "eos": 2}
+
+
+def tiny_model(arch: str, vocab: int = 40, seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    return build_model(arch, "nano", vocab, SPECIAL, max_positions=256,
+                       overrides=overrides).eval()
+
+
+@pytest.fixture
+def toy_tokenizer():
+    return word_level(toy_vocabulary(), n_sentinels=4)
+
+
+@pytest.fixture
+def toy_ids(toy_tokenizer):
+    return special_ids(toy_tokenizer)
