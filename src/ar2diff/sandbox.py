@@ -199,8 +199,11 @@ def run_programs(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     mode = _mode()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox")
+    try:
         return list(pool.map(lambda p: _run(p, timeout_s, memory_mb, mode), programs))
+    finally:  # on an interrupt, only the programs already running are waited for
+        pool.shutdown(cancel_futures=True)
 
 
 def isolation_mode() -> str:

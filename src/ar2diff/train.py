@@ -62,14 +62,21 @@ def lr_lambda(config: RunConfig):
 
 
 def objective_loss(backbone: Backbone, batch: Batch, indices: list[int], config: RunConfig,
-                   noise_vocab: int) -> tuple[torch.Tensor, int]:
-    """Summed token loss of the configured objective and its token count."""
+                   noise_vocab: int, step: int | None = None) -> tuple[torch.Tensor, int]:
+    """Summed token loss of the configured objective and its token count.
+
+    ``step`` (0-based, training only) drives attention-mask annealing over the first
+    ``objective.anneal_steps`` steps; evaluation uses the final, fully bidirectional mask.
+    """
     o = config.objective
     if o.kind == "ar":
         attention = "causal" if o.format == "causal" else o.attention
         return ar_loss(backbone, batch, attention)
     gens = [example_generator(config.train.seed, i, 3) for i in indices]
-    return sundae_loss(backbone, batch, noise_vocab, gens, o.unroll, o.shift)
+    anneal = None
+    if step is not None and step < o.anneal_steps:
+        anneal = ((step + 1) / (o.anneal_steps + 1), example_generator(config.train.seed, indices[0], 5))
+    return sundae_loss(backbone, batch, noise_vocab, gens, o.unroll, o.shift, anneal)
 
 
 def autocast(config: RunConfig):
@@ -115,9 +122,9 @@ class Trainer:
             batch = collate(examples[lo:lo + micro], self.pad_id)
             with autocast(self.config):
                 loss_sum, _ = objective_loss(self.backbone, batch, indices[lo:lo + micro],
-                                             self.config, self.meta["noise_vocab"])
+                                             self.config, self.meta["noise_vocab"], self.step)
             (loss_sum / n_tokens).backward()
-            total += float(loss_sum)
+            total += float(loss_sum.detach())
         loss = total / n_tokens
         if not math.isfinite(loss):
             raise Ar2DiffError(
@@ -147,7 +154,7 @@ class Trainer:
             with autocast(self.config):
                 loss_sum, n = objective_loss(self.backbone, batch, chunk, self.config,
                                              self.meta["noise_vocab"])
-            total, count = total + float(loss_sum), count + n
+            total, count = total + float(loss_sum.detach()), count + n
         return total / max(count, 1)
 
     # ---- the loop ----------------------------------------------------------------------------

@@ -45,8 +45,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +129,7 @@ def task_splits(name: str) -> tuple[str, ...]:
 
 
 def load_task(
-    name: str, split: str = "test", path: str | None = None, limit: int | None = None
+    name: str, split: str = "test", path: str | os.PathLike | None = None, limit: int | None = None
 ) -> list[TaskExample]:
     """Load a task split as TaskExamples (see the module docstring for formats and sources)."""
     if split not in task_splits(name):
@@ -136,10 +138,7 @@ def load_task(
         )
     if limit is not None and limit < 1:
         raise Ar2DiffError(f"limit must be a positive number of examples, got {limit}")
-    if TASK_KINDS[name] == "translation":
-        examples = _load_translation(name, split, path, limit)
-    else:
-        examples = _LOADERS[name](split, path, limit)
+    examples = _LOADERS[name](split, None if path is None else os.fspath(path), limit)
     return examples[:limit] if limit is not None else examples
 
 
@@ -557,6 +556,8 @@ def _hub_rows(name: str, config: str | None, split: str, limit: int | None) -> l
 
 
 _LOADERS: dict[str, Callable[[str, str | None, int | None], list[TaskExample]]] = {
+    "wmt14-en-fr": partial(_load_translation, "wmt14-en-fr"),
+    "multi30k": partial(_load_translation, "multi30k"),
     "squad": _load_squad,
     "mbpp": _load_mbpp,
     "mbpp-plus": _load_mbpp_plus,

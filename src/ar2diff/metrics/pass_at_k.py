@@ -28,6 +28,11 @@ from collections.abc import Sequence
 from ar2diff.data.tasks import TaskExample
 from ar2diff.errors import Ar2DiffError
 
+# Reference solutions that fail their own tests here (task id -> reason); the canonical-solution
+# test accepts exactly these failures. MBPP scores 500/500 on its test split once the setup code
+# runs after the solution; MBPP+ needs its larger default limits (evaluate.CODE_LIMITS).
+CANONICAL_FAILURES: dict[str, dict[str, str]] = {"mbpp": {}, "mbpp-plus": {}, "humaneval": {}}
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k estimate for one problem: ``1 - C(n-c, k) / C(n, k)`` as a fraction.
@@ -99,31 +104,10 @@ def _task_number(task_id: str) -> int:
 # they use builtins and the constants listed in _HARNESS_CONSTANTS only.
 
 # How EvalPlus turns the JSON argument lists of some MBPP+ tasks back into Python values.
+# fmt: off
 _ARG_RULES = {
-    "all_args": (
-        2,
-        116,
-        132,
-        143,
-        222,
-        261,
-        273,
-        394,
-        399,
-        421,
-        424,
-        429,
-        470,
-        560,
-        579,
-        596,
-        616,
-        630,
-        726,
-        740,
-        744,
-        809,
-    ),
+    "all_args": (2, 116, 132, 143, 222, 261, 273, 394, 399, 421, 424, 429, 470, 560, 579, 596,
+                 616, 630, 726, 740, 744, 809),
     "arg_items": (63, 64, 70, 94, 120, 237, 272, 299, 400, 409, 417, 438, 473, 614, 780),
     "first_arg_items": (75, 413, 444, 753),
     "first_arg": (250, 307, 405, 446, 617, 720, 763, 808),
@@ -136,6 +120,7 @@ _ARG_RULES = {
     "first_arg_items_tuple": (278,),
     "dict_values": (722,),
 }
+# fmt: on
 _SET_EQUAL_OUTPUTS = (
     "similar_elements",
     "find_char_long",

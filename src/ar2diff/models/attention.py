@@ -62,6 +62,18 @@ def allowed_keys(
     return torch.where(q_role == PAD, self_key, ok)
 
 
+def annealed_keys(roles: torch.Tensor, fraction: float, gen: torch.Generator) -> torch.Tensor:
+    """Between prefix and diffusion: each future target→target link is open with ``fraction``.
+
+    Attention-mask annealing (as in DiffuLLaMA) moves an AR model to bidirectional attention
+    gradually: at 0 this is the ``prefix`` mask, at 1 the ``diffusion`` mask.
+    """
+    prefix = allowed_keys(roles, roles, "prefix")
+    full = allowed_keys(roles, roles, "diffusion")
+    opened = torch.rand(full.shape, generator=gen) < fraction
+    return prefix | (full & opened)
+
+
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``[B, Q, K]`` booleans → ``[B, 1, Q, K]`` additive mask (0 or the dtype's minimum)."""
     zero = torch.zeros((), dtype=dtype, device=allowed.device)

@@ -20,7 +20,14 @@ from transformers import DynamicCache, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
 from ar2diff.data.batching import Batch
-from ar2diff.models.attention import INPUT, PAD, TARGET, allowed_keys, position_ids
+from ar2diff.models.attention import (
+    INPUT,
+    PAD,
+    TARGET,
+    allowed_keys,
+    annealed_keys,
+    position_ids,
+)
 
 
 @dataclass
@@ -83,15 +90,22 @@ class Backbone(nn.Module):
 
     # ---- full forward (training) -----------------------------------------------------------
 
-    def target_logits(self, batch: Batch, fed: torch.Tensor, mode: str, shift: bool) -> torch.Tensor:
-        """Logits ``[B, Lt, V]`` for the target positions, with ``fed`` as the target tokens."""
+    def target_logits(self, batch: Batch, fed: torch.Tensor, mode: str, shift: bool,
+                      anneal: tuple[float, torch.Generator] | None = None) -> torch.Tensor:
+        """Logits ``[B, Lt, V]`` for the target positions, with ``fed`` as the target tokens.
+
+        ``anneal=(fraction, generator)`` replaces the mode's mask by the annealed one
+        (:func:`~ar2diff.models.attention.annealed_keys`; decoder-only models).
+        """
         if self.is_encoder_decoder:
             return self._enc_dec_logits(batch.input_ids, batch.input_mask, fed, batch.target_mask,
                                         mode, shift, None)
         tokens, roles, tgt_cols = _pack(batch, fed)
         if shift and bool((batch.input_mask.sum(1) == 0).any()):
             raise ValueError("shift=True needs at least one input token (e.g. BOS) per example")
-        mask = self._mask(allowed_keys(roles, roles, mode), self._dtype())
+        allowed = (allowed_keys(roles, roles, mode) if anneal is None
+                   else annealed_keys(roles, *anneal))
+        mask = self._mask(allowed, self._dtype())
         hidden = self.model.base_model(
             input_ids=tokens, attention_mask=mask, position_ids=position_ids(roles), use_cache=False
         ).last_hidden_state

@@ -55,6 +55,7 @@ def model_for_run(config: RunConfig, tokenizer: PreTrainedTokenizerBase | None =
     if m.pretrained:
         return load_any(m.pretrained)
     tokenizer = tokenizer or build_tokenizer(config, corpus_texts)
+    torch.manual_seed(config.train.seed)  # the initial weights follow the run's seed
     model = build_model(m.arch, m.size, len(tokenizer), special_ids(tokenizer), m.max_positions,
                         m.overrides)
     meta = {"kind": config.objective.kind, "encoder_decoder": m.arch == "t5",

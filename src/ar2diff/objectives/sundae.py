@@ -22,18 +22,18 @@ def sundae_loss(
     generators: list[torch.Generator],
     unroll: int = 2,
     shift: bool = False,
-    mode: str = "diffusion",
+    anneal: tuple[float, torch.Generator] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Summed L(1:unroll) token loss (averaged over passes) and the number of target tokens.
 
-    ``generators`` holds one generator per example for the corruption; ``mode`` may be
-    ``prefix`` during attention annealing, otherwise ``diffusion``.
+    ``generators`` holds one generator per example for the corruption; ``anneal`` =
+    (fraction, generator) opens only that fraction of future target links (mask annealing).
     """
     x0, mask = batch.target_ids, batch.target_mask
     fed = uniform_corrupt(x0, vocab_size, generators)
     total = torch.zeros(())
     for k in range(unroll):
-        logits = backbone.target_logits(batch, fed, mode, shift)
+        logits = backbone.target_logits(batch, fed, "diffusion", shift, anneal)
         total = total + F.cross_entropy(logits[mask].float(), x0[mask], reduction="sum")
         if k + 1 < unroll:
             fed = torch.where(mask, logits.detach().argmax(-1), x0)

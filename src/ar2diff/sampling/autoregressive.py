@@ -81,7 +81,7 @@ class _IncrementalDecoder:
         if self.bb.is_encoder_decoder:
             out = model(encoder_outputs=BaseModelOutput(last_hidden_state=self.encoder_out),
                         attention_mask=self.valid.long(), decoder_input_ids=tokens,
-                        past_key_values=self.cache, use_cache=True)
+                        cache=self.cache, use_cache=True)
             self.cache = out.past_key_values
             return out.logits[:, -1].float()
         self.roles = torch.cat([self.roles, torch.full_like(tokens, TARGET)], dim=1)

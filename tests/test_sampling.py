@@ -1,0 +1,133 @@
+"""Samplers: AR (greedy / sample / beam, KV cache, batching, EOS) and SUNDAE diffusion."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import DECODER_ARCHS, tiny_model
+
+from ar2diff.models.backbone import Backbone
+from ar2diff.sampling.autoregressive import ARSampling, ar_generate
+from ar2diff.sampling.diffusion import DiffusionSampling, cut, diffusion_generate
+
+PROMPTS = [[1, 5, 6, 7, 8], [1, 9], [1, 12, 13, 14]]
+EOS, PAD = 2, 0
+
+
+def _hf_greedy(model, prompt, n):
+    out = model.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False,
+                         eos_token_id=EOS, pad_token_id=PAD)
+    seq = out[0, len(prompt):].tolist()
+    return seq[: seq.index(EOS)] if EOS in seq else seq
+
+
+@pytest.mark.parametrize("arch", DECODER_ARCHS)
+def test_greedy_equals_transformers_generate_batched_and_alone(arch):
+    model = tiny_model(arch)
+    bb = Backbone(model)
+    cfg = ARSampling(max_new_tokens=12)
+    batched = ar_generate(bb, PROMPTS, cfg, EOS, PAD)
+    for prompt, got in zip(PROMPTS, batched, strict=True):
+        assert got[0] == _hf_greedy(model, prompt, 12)
+        assert ar_generate(bb, [prompt], cfg, EOS, PAD)[0] == got
+
+
+def test_t5_greedy_batched_equals_alone():
+    bb = Backbone(tiny_model("t5"))
+    cfg = ARSampling(max_new_tokens=8)
+    batched = ar_generate(bb, PROMPTS, cfg, EOS, PAD)
+    for prompt, got in zip(PROMPTS, batched, strict=True):
+        assert ar_generate(bb, [prompt], cfg, EOS, PAD)[0] == got
+        ref = bb.model.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False,
+                                eos_token_id=EOS, pad_token_id=PAD)[0, 1:].tolist()
+        assert got[0] == (ref[: ref.index(EOS)] if EOS in ref else ref)
+
+
+def test_greedy_stops_at_eos():
+    bb = Backbone(tiny_model("llama"))
+    first = ar_generate(bb, PROMPTS[:1], ARSampling(max_new_tokens=6), EOS, PAD)[0][0]
+    # declare the third generated token to be EOS: generation must stop before it
+    stopped = ar_generate(bb, PROMPTS[:1], ARSampling(max_new_tokens=6), first[2], PAD)[0][0]
+    assert stopped == first[: first.index(first[2])]
+
+
+def test_sampling_is_seeded_and_batch_independent():
+    bb = Backbone(tiny_model("llama"))
+    cfg = ARSampling(strategy="sample", temperature=1.5, top_p=0.9, samples=3,
+                     max_new_tokens=10, seed=4)
+    batched = ar_generate(bb, PROMPTS, cfg, EOS, PAD)
+    assert batched == ar_generate(bb, PROMPTS, cfg, EOS, PAD)
+    assert [ar_generate(bb, [p], cfg, EOS, PAD)[0] for p in PROMPTS] == batched
+    assert len(batched[0]) == 3 and len({tuple(s) for s in batched[0]}) > 1
+    other = ar_generate(bb, PROMPTS, ARSampling(**{**cfg.__dict__, "seed": 5}), EOS, PAD)
+    assert other != batched
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "t5"])
+def test_beam_search(arch):
+    bb = Backbone(tiny_model(arch))
+    greedy = ar_generate(bb, PROMPTS, ARSampling(max_new_tokens=8), EOS, PAD)
+    one_beam = ar_generate(bb, PROMPTS, ARSampling(strategy="beam", num_beams=1,
+                                                   max_new_tokens=8), EOS, PAD)
+    assert one_beam == greedy
+    cfg = ARSampling(strategy="beam", num_beams=4, max_new_tokens=8)
+    beams = ar_generate(bb, PROMPTS, cfg, EOS, PAD)
+    assert [ar_generate(bb, [p], cfg, EOS, PAD)[0] for p in PROMPTS] == beams
+
+
+def _logprob(bb, prompt, continuation):
+    seq = torch.tensor([prompt + continuation])
+    logp = bb.model(input_ids=seq).logits.log_softmax(-1)[0]
+    return sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(continuation))
+
+
+def test_beam_finds_a_likelier_sequence_than_greedy_without_length_penalty():
+    bb = Backbone(tiny_model("llama", seed=3))
+    greedy = ar_generate(bb, PROMPTS, ARSampling(max_new_tokens=6), EOS, PAD)
+    beam = ar_generate(bb, PROMPTS, ARSampling(strategy="beam", num_beams=8, max_new_tokens=6,
+                                               length_penalty=0.0), EOS, PAD)
+    for p, g, b in zip(PROMPTS, greedy, beam, strict=True):
+        if len(g[0]) == len(b[0]) == 6:  # neither finished: compare total log-probability
+            assert _logprob(bb, p, b[0]) >= _logprob(bb, p, g[0]) - 1e-4
+
+
+@pytest.mark.parametrize("arch", ["llama", "t5"])
+def test_diffusion_is_seeded_and_batch_independent(arch):
+    bb = Backbone(tiny_model(arch))
+    cfg = DiffusionSampling(steps=4, samples=3, target_length=7, seed=1, temperature=0.7)
+    batched = diffusion_generate(bb, PROMPTS, cfg, 40, PAD, EOS)
+    again = diffusion_generate(bb, PROMPTS, cfg, 40, PAD, EOS)
+    assert [r.all_samples for r in batched] == [r.all_samples for r in again]
+    for prompt, res in zip(PROMPTS, batched, strict=True):
+        alone = diffusion_generate(bb, [prompt], cfg, 40, PAD, EOS)[0]
+        assert alone.all_samples == res.all_samples
+        assert res.tokens == res.all_samples[max(range(3), key=res.all_scores.__getitem__)]
+    other = diffusion_generate(bb, PROMPTS, DiffusionSampling(**{**cfg.__dict__, "seed": 2}),
+                               40, PAD, EOS)
+    assert [r.all_samples for r in other] != [r.all_samples for r in batched]
+
+
+def test_diffusion_runs_t_steps_from_uniform_noise(monkeypatch):
+    bb = Backbone(tiny_model("llama"))
+    calls = []
+    original = bb.logits_from_prefix
+
+    def spy(state, fed, mode, shift):
+        calls.append(fed.clone())
+        return original(state, fed, mode, shift)
+
+    monkeypatch.setattr(bb, "logits_from_prefix", spy)
+    cfg = DiffusionSampling(steps=5, samples=8, target_length=64)
+    diffusion_generate(bb, PROMPTS[:1], cfg, 40, PAD, EOS)
+    assert len(calls) == 5
+    start = calls[0]
+    assert start.shape == (8, 64)
+    counts = torch.bincount(start.flatten(), minlength=40).float()
+    assert counts.min() > 0  # every vocabulary entry can appear
+    assert counts.std() / counts.mean() < 0.3
+
+
+def test_cut_at_first_pad_or_eos():
+    assert cut([5, 6, 2, 7], {0, 2}) == [5, 6]
+    assert cut([5, 0, 2], {0, 2}) == [5]
+    assert cut([5, 6], {0, 2}) == [5, 6]

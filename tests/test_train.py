@@ -1,0 +1,118 @@
+"""The training loop: config, learning, batch-size independence, checkpoints and resume."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ar2diff.config import load_config, parse_overrides
+from ar2diff.errors import Ar2DiffError
+from ar2diff.models.checkpoint import load_model
+from ar2diff.runs import run_training
+from ar2diff.train import checkpoints
+
+TOY = ["data.source=toy", "tokenizer.kind=toy", "model.size=nano", "data.target_length=12",
+       "train.progress=false", "train.eval_every=0", "optim.warmup_steps=2", "optim.lr=3e-3"]
+
+
+def _cfg(tmp: Path, *extra: str):
+    return load_config(None, [*TOY, f"train.out_dir={tmp}", *extra])
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_config_errors_name_the_field(tmp_path):
+    with pytest.raises(Ar2DiffError, match="unknown config key 'train.stepz'"):
+        load_config(None, ["train.stepz=3"])
+    with pytest.raises(Ar2DiffError, match="train.steps: expected an integer"):
+        load_config(None, ["train.steps=many"])
+    with pytest.raises(Ar2DiffError, match="objective.kind"):
+        load_config(None, ["objective.kind=magic"])
+    with pytest.raises(Ar2DiffError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2")
+    with pytest.raises(Ar2DiffError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(Ar2DiffError, match="multiple"):
+        load_config(None, ["train.batch_size=6", "train.micro_batch_size=4"])
+    with pytest.raises(Ar2DiffError, match="key=value|section.key=value"):
+        parse_overrides(["train.steps"])
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  steps: 7\n  bf16: true\noptim:\n  lr: 1e-3\n")
+    cfg = load_config(path, ["train.steps=9", "model.overrides={num_hidden_layers: 3}"])
+    assert cfg.train.steps == 9 and cfg.train.bf16 is True and cfg.optim.lr == 1e-3
+    assert cfg.model.overrides == {"num_hidden_layers": 3}
+
+
+@pytest.mark.parametrize("kind", ["diffusion", "ar"])
+def test_training_lowers_the_loss(tmp_path, kind):
+    cfg = _cfg(tmp_path, f"objective.kind={kind}", "train.steps=60", "train.batch_size=16",
+               "train.eval_every=60", "train.eval_examples=32", "data.toy_task=copy")
+    result = run_training(cfg)
+    first, last = result.history[0]["loss"], result.history[-1]["loss"]
+    assert last < 0.7 * first
+    model, tok, meta = load_model(result.model_dir)
+    assert meta["kind"] == kind and meta["noise_vocab"] == len(tok)
+    assert result.final_eval_loss is not None
+
+
+def test_micro_batch_size_does_not_change_the_result(tmp_path):
+    a = run_training(_cfg(tmp_path / "a", "train.steps=3", "train.batch_size=8"))
+    b = run_training(_cfg(tmp_path / "b", "train.steps=3", "train.batch_size=8",
+                          "train.micro_batch_size=2"))
+    wa, wb = _weights(a.model_dir), _weights(b.model_dir)
+    for name in wa:
+        assert torch.allclose(wa[name], wb[name], atol=1e-5, rtol=1e-4), name  # Adam amplifies rounding
+    for ha, hb in zip(a.history, b.history, strict=True):
+        assert ha["loss"] == pytest.approx(hb["loss"], rel=1e-5)
+
+
+def test_resume_reaches_the_same_weights(tmp_path):
+    full = run_training(_cfg(tmp_path / "full", "train.steps=6", "train.batch_size=4"))
+    part = _cfg(tmp_path / "part", "train.steps=6", "train.batch_size=4", "train.save_every=3")
+    run_training(part)
+    # as if the run had died right after the checkpoint at step 3
+    shutil.rmtree(tmp_path / "part" / "model")
+    shutil.rmtree(tmp_path / "part" / "checkpoints" / "step-00000006")
+    resumed = run_training(_cfg(tmp_path / "part", "train.steps=6", "train.batch_size=4",
+                                "train.save_every=3"), resume=True)
+    wf, wr = _weights(full.model_dir), _weights(resumed.model_dir)
+    for name in wf:
+        assert torch.equal(wf[name], wr[name]), name
+    assert [h["loss"] for h in full.history] == [h["loss"] for h in resumed.history]
+
+
+def test_checkpoints_are_atomic_and_pruned(tmp_path):
+    run_training(_cfg(tmp_path, "train.steps=4", "train.batch_size=2", "train.save_every=1",
+                      "train.keep_last=2"))
+    names = [p.name for p in checkpoints(tmp_path)]
+    assert names == ["step-00000003", "step-00000004"]
+    leftovers = [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+    (tmp_path / "model" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(Ar2DiffError, match="corrupted"):
+        load_model(tmp_path / "model")
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path):
+    cfg = _cfg(tmp_path, "train.steps=3", "train.batch_size=2", "optim.lr=1e30",
+               "optim.grad_clip=1e30", "optim.warmup_steps=1")
+    with pytest.raises(Ar2DiffError, match="loss became"):
+        run_training(cfg)
+
+
+def test_unwritable_output_is_reported_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(Ar2DiffError, match="not writable"):
+        run_training(_cfg(blocker / "out", "train.steps=1"))
