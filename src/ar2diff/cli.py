@@ -201,7 +201,7 @@ cmd_evaluate.configure = _configure_evaluate
 
 def _configure_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--toy", action="store_true",
-                   help="train a tiny diffusion model on digit reversal instead (≈1 minute)")
+                   help="train a tiny diffusion model from scratch on digit copying instead (≈1 minute)")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--steps", type=int, help="training / adaptation steps")
 

@@ -12,7 +12,7 @@ from ar2diff.generation import DecodeOptions, TextGenerator
 from ar2diff.runs import run_training
 
 TOY_OVERRIDES = [
-    "data.source=toy", "data.toy_task=reverse", "data.toy_min_len=3", "data.toy_max_len=10",
+    "data.source=toy", "data.toy_task=copy", "data.toy_min_len=3", "data.toy_max_len=10",
     "data.target_length=12", "tokenizer.kind=toy", "model.arch=llama", "model.size=tiny",
     "objective.kind=diffusion", "objective.unroll=2", "train.batch_size=32",
     "optim.lr=3e-3", "optim.warmup_steps=30", "train.eval_every=0", "sample.max_new_tokens=12",
@@ -29,14 +29,14 @@ def toy_exact_match(gen: TextGenerator, task: str, seed: int, n: int, opts: Deco
 
 
 def toy_demo(out: str, steps: int | None = None, n_eval: int = 200) -> float:
-    """Train a tiny diffusion model to reverse digit strings, sample it, print exact match."""
+    """Train a tiny diffusion model to copy digit strings, sample it, print exact match."""
     start = time.perf_counter()
     config = load_config(None, [*TOY_OVERRIDES, f"train.steps={steps or 800}",
                                 f"train.out_dir={Path(out) / 'toy'}"])
     result = run_training(config)
     trained = time.perf_counter()
     gen = TextGenerator.load(str(result.model_dir))
-    em, rows = toy_exact_match(gen, "reverse", config.train.seed, n_eval,
+    em, rows = toy_exact_match(gen, config.data.toy_task, config.train.seed, n_eval,
                                DecodeOptions(mode="diffusion", chat=False))
     for src, ref, hyp in rows[:3]:
         print(f"  {src!r:40} → {hyp!r}   (reference {ref!r})")
