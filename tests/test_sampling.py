@@ -110,13 +110,13 @@ def test_diffusion_is_seeded_and_batch_independent(arch):
 def test_diffusion_runs_t_steps_from_uniform_noise(monkeypatch):
     bb = Backbone(tiny_model("llama"))
     calls = []
-    original = bb.logits_from_prefix
+    original = bb.hidden_from_prefix
 
     def spy(state, fed, mode, shift):
         calls.append(fed.clone())
         return original(state, fed, mode, shift)
 
-    monkeypatch.setattr(bb, "logits_from_prefix", spy)
+    monkeypatch.setattr(bb, "hidden_from_prefix", spy)
     cfg = DiffusionSampling(steps=5, samples=8, target_length=64)
     diffusion_generate(bb, PROMPTS[:1], cfg, 40, PAD, EOS)
     assert len(calls) == 5
@@ -125,6 +125,29 @@ def test_diffusion_runs_t_steps_from_uniform_noise(monkeypatch):
     counts = torch.bincount(start.flatten(), minlength=40).float()
     assert counts.min() > 0  # every vocabulary entry can appear
     assert counts.std() / counts.mean() < 0.3
+
+
+def test_chunked_output_projection_matches_whole(monkeypatch):
+    import ar2diff.sampling.diffusion as diffusion
+
+    bb = Backbone(tiny_model("llama"))
+    cfg = DiffusionSampling(steps=3, samples=4, target_length=9, temperature=0.5)
+    whole = diffusion_generate(bb, PROMPTS, cfg, 40, PAD, EOS)
+    monkeypatch.setattr(diffusion, "LOGITS_BUDGET", 4 * 40 * 2)  # two positions per chunk
+    chunked = diffusion_generate(bb, PROMPTS, cfg, 40, PAD, EOS)
+    assert [r.all_samples for r in whole] == [r.all_samples for r in chunked]
+    for a, b in zip(whole, chunked, strict=True):
+        assert a.all_scores == pytest.approx(b.all_scores)
+
+
+def test_early_stop_at_a_fixed_point_changes_nothing():
+    bb = Backbone(tiny_model("llama"))
+    cfg = DiffusionSampling(steps=12, samples=2, target_length=6, temperature=0.0)
+    full = diffusion_generate(bb, PROMPTS, cfg, 40, PAD, EOS)
+    early = diffusion_generate(bb, PROMPTS, DiffusionSampling(**{**cfg.__dict__,
+                                                                 "early_stop": True}), 40, PAD, EOS)
+    assert [r.all_samples for r in early] == [r.all_samples for r in full]
+    assert all(r.steps < 12 for r in early) and all(r.steps == 12 for r in full)
 
 
 def test_cut_at_first_pad_or_eos():

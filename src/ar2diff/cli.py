@@ -196,6 +196,39 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 cmd_evaluate.configure = _configure_evaluate
 
 
+# ---- bench ---------------------------------------------------------------------------------------
+
+
+def _configure_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=["decode", "train"], help="which benchmark")
+    p.add_argument("--models", nargs="+", default=["tiny", "smollm2-135m"],
+                   help="models: tiny (random Llama) and/or any spec (default both)")
+    p.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 512, 1024],
+                   help="decode: output lengths (default 64 256 512 1024)")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                   help="decode: weight dtype for every method (default bfloat16)")
+    p.add_argument("--seq-len", type=int, default=512, help="train: sequence length")
+    p.add_argument("--batch", type=int, default=8, help="train: batch size")
+    p.add_argument("--out", help="JSON file (default bench/results/<what>.json)")
+
+
+@command("bench", "speed benchmarks (decode | train) against transformers; prints and saves JSON")
+def cmd_bench(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from ar2diff import bench
+
+    out = Path(args.out or f"bench/results/{args.what}.json")
+    if args.what == "decode":
+        bench.decode_bench(args.models, args.lengths, out, dtype=args.dtype)
+    else:
+        bench.train_bench(args.models, out, args.seq_len, args.batch)
+    print(f"results written to {out}")
+
+
+cmd_bench.configure = _configure_bench
+
+
 # ---- demo --------------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ Unknown keys and wrong types are rejected before any work starts, naming the fie
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -229,6 +230,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise Ar2DiffError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from exc
+        if not isinstance(data, dict):
+            raise Ar2DiffError(f"config file {path}: the top level must be a mapping of sections "
+                               "(model:, data:, train:, …)")
     data = _merge(data, parse_overrides(overrides or []))
     config = _build(RunConfig, data, "")
     validate(config)
@@ -261,5 +265,7 @@ def validate(config: RunConfig) -> None:
 
 
 def save_config(config: RunConfig, path: Path) -> None:
-    """Write the config as YAML."""
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    """Write the config as YAML (temporary file + rename: never half-written)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)

@@ -45,6 +45,18 @@ class TextGenerator:
         return cls(*load_any(spec, dtype))
 
     def encode_prompt(self, prompt: str, chat: bool | None) -> list[int]:
+        """Prompt text → ids (through the chat template when asked); checks the length."""
+        if not prompt.strip():
+            raise Ar2DiffError("the prompt is empty; pass some text with --prompt")
+        ids = self._encode(prompt, chat)
+        limit = getattr(self.backbone.model.config, "max_position_embeddings", None) or getattr(
+            self.backbone.model.config, "n_positions", None)
+        if limit and len(ids) >= limit:
+            raise Ar2DiffError(f"the prompt is too long: {len(ids)} tokens, the model takes at most "
+                               f"{limit} positions (prompt and output); shorten it")
+        return ids
+
+    def _encode(self, prompt: str, chat: bool | None) -> list[int]:
         tok = self.tokenizer
         use_chat = bool(getattr(tok, "chat_template", None)) if chat is None else chat
         if use_chat:

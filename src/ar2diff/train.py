@@ -10,7 +10,6 @@ change the result.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import re
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ar2diff import distributed
 from ar2diff.config import RunConfig, save_config
 from ar2diff.data.batching import Batch, collate
 from ar2diff.data.sources import HELD_OUT, ExampleSource
@@ -106,6 +106,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
         self.step = 0
         self.history: list[dict] = []
+        self.rank, self.world = distributed.setup()
 
     # ---- one step --------------------------------------------------------------------------
 
@@ -114,8 +115,11 @@ class Trainer:
         model = self.backbone.model
         model.train()
         indices = [self.step * cfg.batch_size + j for j in range(cfg.batch_size)]
+        indices = indices[self.rank::self.world]
         examples = [self.source.example(i) for i in indices]
-        n_tokens = sum(len(e.target_ids) for e in examples)
+        n_tokens, seen = distributed.sum_over_ranks(
+            [sum(len(e.target_ids) for e in examples),
+             sum(len(e.input_ids) + len(e.target_ids) for e in examples)])
         micro = cfg.micro_batch_size or cfg.batch_size
         total = 0.0
         for lo in range(0, len(examples), micro):
@@ -125,7 +129,8 @@ class Trainer:
                                              self.config, self.meta["noise_vocab"], self.step)
             (loss_sum / n_tokens).backward()
             total += float(loss_sum.detach())
-        loss = total / n_tokens
+        distributed.sum_gradients(model.parameters())
+        loss = distributed.sum_over_ranks([total])[0] / n_tokens
         if not math.isfinite(loss):
             raise Ar2DiffError(
                 f"loss became {loss} at step {self.step + 1}; stopped. The last good checkpoint "
@@ -136,7 +141,6 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        seen = sum(len(e.input_ids) + len(e.target_ids) for e in examples)
         return {"step": self.step, "loss": loss, "grad_norm": grad_norm,
                 "lr": self.scheduler.get_last_lr()[0], "tokens": seen}
 
@@ -145,7 +149,7 @@ class Trainer:
         """Mean token loss of the objective on the held-out examples."""
         cfg = self.config.train
         self.backbone.model.eval()
-        indices = [HELD_OUT + i for i in range(cfg.eval_examples)]
+        indices = [HELD_OUT + i for i in range(cfg.eval_examples)][self.rank::self.world]
         total, count = 0.0, 0
         micro = cfg.micro_batch_size or cfg.batch_size
         for lo in range(0, len(indices), micro):
@@ -155,13 +159,15 @@ class Trainer:
                 loss_sum, n = objective_loss(self.backbone, batch, chunk, self.config,
                                              self.meta["noise_vocab"])
             total, count = total + float(loss_sum.detach()), count + n
+        total, count = distributed.sum_over_ranks([total, count])
         return total / max(count, 1)
 
     # ---- the loop ----------------------------------------------------------------------------
 
     def run(self) -> TrainResult:
         cfg = self.config.train
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, desc="train",
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress or self.rank > 0,
+                   desc="train",
                    dynamic_ncols=True)
         eval_loss = None
         while self.step < cfg.steps:
@@ -178,7 +184,10 @@ class Trainer:
                 self.save_checkpoint()
         bar.close()
         self.save_checkpoint()
-        model_dir = save_model(self.out / "model", self.backbone.model, self.tokenizer, self.meta)
+        model_dir = self.out / "model"
+        if self.rank == 0:
+            save_model(model_dir, self.backbone.model, self.tokenizer, self.meta)
+        distributed.barrier()
         return TrainResult(model_dir, self.history, eval_loss)
 
     # ---- checkpoints -------------------------------------------------------------------------
@@ -198,10 +207,12 @@ class Trainer:
             save_config(self.config, tmp / "config.yaml")
 
         folder = self.out / "checkpoints" / f"step-{self.step:08d}"
-        save_model(folder, self.backbone.model, self.tokenizer, self.meta, extra)
-        self._write_log()
-        for old in checkpoints(self.out)[:-max(1, self.config.train.keep_last)]:
-            shutil.rmtree(old, ignore_errors=True)
+        if self.rank == 0:
+            save_model(folder, self.backbone.model, self.tokenizer, self.meta, extra)
+            self._write_log()
+            for old in checkpoints(self.out)[:-max(1, self.config.train.keep_last)]:
+                shutil.rmtree(old, ignore_errors=True)
+        distributed.barrier()
         return folder
 
     def _write_log(self) -> None:
@@ -278,12 +289,28 @@ def train(config: RunConfig, model, tokenizer, meta: dict, source: ExampleSource
     """Train (or resume) a run to ``config.train.steps``; returns where the model was saved."""
     out = Path(config.train.out_dir)
     check_output_dir(out)
-    save_config(config, out / "config.yaml")
     trainer = Trainer(config, model, tokenizer, meta, source)
+    if trainer.rank == 0:
+        remove_partial_writes(out)
+        save_config(config, out / "config.yaml")
+    distributed.barrier()
     if resume:
         folder = latest_valid_checkpoint(out)
         if folder is not None:
             trainer.load_checkpoint(folder)
-            print(f"resumed from {folder} (step {trainer.step})")
-    (out / "run.json").write_text(json.dumps({"config": config.to_dict()}, indent=2))
+            if trainer.rank == 0:
+                print(f"resumed from {folder} (step {trainer.step})")
     return trainer.run()
+
+
+def remove_partial_writes(out: Path) -> None:
+    """Delete temporary folders a killed run left behind (they never look like checkpoints)."""
+    for parent in (out, out / "checkpoints"):
+        if parent.is_dir():
+            for p in parent.iterdir():
+                if not (p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name)):
+                    continue
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)

@@ -139,6 +139,16 @@ class Backbone(nn.Module):
             full = torch.ones_like(fed, dtype=torch.bool)
             return self._enc_dec_logits(None, state.input_mask, fed, full, mode, shift,
                                         state.encoder_out)
+        return self.model.get_output_embeddings()(self.hidden_from_prefix(state, fed, mode, shift))
+
+    @torch.no_grad()
+    def hidden_from_prefix(self, state: PrefixState, fed: torch.Tensor, mode: str,
+                           shift: bool) -> torch.Tensor:
+        """Decoder-only: the final hidden states ``[B, Lt, D]`` that predict each target slot.
+
+        Apply :meth:`head` to (chunks of) them: full-vocabulary logits for every position need
+        not exist at once.
+        """
         n_in, n_tg = state.roles.shape[1], fed.shape[1]
         roles = torch.cat([state.roles, torch.full_like(fed, TARGET)], dim=1)
         pos = position_ids(roles)[:, n_in:]
@@ -150,6 +160,10 @@ class Backbone(nn.Module):
         state.cache.crop(-n_tg)
         if shift:
             hidden = torch.cat([state.last_hidden[:, None], hidden[:, :-1]], dim=1)
+        return hidden
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The output projection (hidden states → vocabulary logits)."""
         return self.model.get_output_embeddings()(hidden)
 
     # ---- encoder–decoder ---------------------------------------------------------------------

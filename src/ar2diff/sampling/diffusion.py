@@ -23,7 +23,10 @@ from ar2diff.sampling.autoregressive import prompt_key
 
 @dataclass
 class DiffusionSampling:
-    """The paper's defaults: T = 10 steps, tau = 0.2, N = 8 samples."""
+    """The paper's defaults: T = 10 steps, tau = 0.2, N = 8 samples.
+
+    ``early_stop``: stop denoising an input once a step leaves all its N samples unchanged.
+    """
 
     steps: int = 10
     temperature: float = 0.2
@@ -31,25 +34,66 @@ class DiffusionSampling:
     target_length: int = 32
     shift: bool = False
     seed: int = 0
+    early_stop: bool = False
 
 
 @dataclass
 class DiffusionResult:
-    """The chosen sample (cut at pad / EOS), its score, and all N raw samples."""
+    """The chosen sample (cut at pad / EOS), its score, all N raw samples, and steps run."""
 
     tokens: list[int]
     score: float
     all_samples: list[list[int]]
     all_scores: list[float]
+    steps: int
 
 
-def _draw(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> torch.Tensor:
-    """Sample ``[N, L]`` tokens from ``[N, L, V]`` logits at ``temperature`` (0 = argmax)."""
+LOGITS_BUDGET = 1 << 24  # floats of logits held at once (64 MB in fp32)
+
+
+def _draw(logits: torch.Tensor, temperature: float, u: torch.Tensor) -> torch.Tensor:
+    """Sample ``[..., L]`` tokens from ``[..., L, V]`` logits at ``temperature`` (0 = argmax).
+
+    Inverse-CDF sampling with one uniform ``u`` per position, drawn beforehand: the result does
+    not depend on how positions are chunked.
+    """
     if temperature == 0:
         return logits.argmax(-1)
-    probs = (logits.float() / temperature).softmax(-1)
-    flat = torch.multinomial(probs.view(-1, probs.shape[-1]), 1, generator=gen)
-    return flat.view(probs.shape[:-1])
+    cdf = (logits.float() / temperature).softmax(-1).cumsum(-1)
+    picked = torch.searchsorted(cdf, (u * cdf[..., -1]).unsqueeze(-1).contiguous())[..., 0]
+    return picked.clamp(max=logits.shape[-1] - 1)
+
+
+def _step(backbone: Backbone, state, x: torch.Tensor, cfg: DiffusionSampling,
+          gens: list[torch.Generator], active: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One denoising step: new tokens ``[B*N, L]`` and their log-probabilities (at tau = 1).
+
+    The output projection runs in chunks of positions so that at most ``LOGITS_BUDGET`` logits
+    exist at once; inputs that are no longer active keep their tokens.
+    """
+    n, length = cfg.samples, x.shape[1]
+    if backbone.is_encoder_decoder:
+        hidden, head = backbone.logits_from_prefix(state, x, "diffusion", cfg.shift), None
+    else:
+        hidden = backbone.hidden_from_prefix(state, x, "diffusion", cfg.shift)
+        head = backbone.head
+    new, logp = x.clone(), torch.zeros(x.shape)
+    for i, gen in enumerate(gens):
+        if not active[i]:
+            continue
+        rows = slice(i * n, (i + 1) * n)
+        u = torch.rand((n, length), generator=gen)
+        vocab = hidden.shape[-1] if head is None else backbone.vocab_size
+        chunk = max(1, LOGITS_BUDGET // (n * vocab))
+        for lo in range(0, length, chunk):
+            part = hidden[rows, lo:lo + chunk]
+            logits = (part if head is None else head(part)).float()
+            tokens = _draw(logits, cfg.temperature, u[:, lo:lo + chunk])
+            new[rows, lo:lo + chunk] = tokens
+            logp[rows, lo:lo + chunk] = (
+                logits.gather(-1, tokens[..., None])[..., 0] - logits.logsumexp(-1)
+            )
+    return new, logp
 
 
 def cut(tokens: list[int], stop_ids: set[int]) -> list[int]:
@@ -69,23 +113,34 @@ def diffusion_generate(
     pad_id: int,
     eos_id: int,
 ) -> list[DiffusionResult]:
-    """Denoise ``cfg.samples`` targets per input for ``cfg.steps`` steps; best sample per input."""
+    """Denoise ``cfg.samples`` targets per input for ``cfg.steps`` steps; best sample per input.
+
+    The score of a sample is the mean log-probability of its tokens under the logits of the
+    step that produced them.
+    """
     n, length = cfg.samples, cfg.target_length
     batch = collate([Example(tuple(x), ()) for x in inputs], pad_id)
     state = backbone.encode_prefix(batch.input_ids, batch.input_mask, "diffusion")
     state = state.repeat_interleave(n)
     gens = [example_generator(cfg.seed, prompt_key(x)) for x in inputs]
     x = torch.cat([uniform_tokens((n, length), noise_vocab, g) for g in gens])
-    logits = None
+    logp = torch.zeros(x.shape)
+    active = [True] * len(inputs)
+    steps_run = [0] * len(inputs)
     for _ in range(cfg.steps):
-        logits = backbone.logits_from_prefix(state, x, "diffusion", cfg.shift)
-        x = torch.cat([
-            _draw(logits[i * n:(i + 1) * n], cfg.temperature, g) for i, g in enumerate(gens)
-        ])
-    scores = (
-        torch.zeros(len(x)) if logits is None
-        else logits.float().log_softmax(-1).gather(-1, x[..., None])[..., 0].mean(-1)
-    )
+        new, new_logp = _step(backbone, state, x, cfg, gens, active)
+        for i in range(len(inputs)):
+            if not active[i]:
+                continue
+            rows = slice(i * n, (i + 1) * n)
+            steps_run[i] += 1
+            if cfg.early_stop and torch.equal(new[rows], x[rows]):
+                active[i] = False
+            logp[rows] = new_logp[rows]
+        x = new
+        if not any(active):
+            break
+    scores = logp.mean(-1)
     stop = {pad_id, eos_id}
     results = []
     for i in range(len(inputs)):
@@ -94,5 +149,6 @@ def diffusion_generate(
         results.append(DiffusionResult(
             tokens=cut(rows[best].tolist(), stop), score=float(row_scores[best]),
             all_samples=[cut(r.tolist(), stop) for r in rows], all_scores=row_scores.tolist(),
+            steps=steps_run[i],
         ))
     return results

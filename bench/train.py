@@ -1,0 +1,8 @@
+"""Training benchmark as a script: same as ``ar2diff bench train`` (see --help)."""
+
+import sys
+
+from ar2diff.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["bench", "train", *sys.argv[1:]]))

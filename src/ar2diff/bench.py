@@ -1,0 +1,118 @@
+"""Benchmarks: decoding and training speed against transformers and this machine's limits.
+
+Each case runs in a fresh child process so that its peak resident memory is its own. Results
+are printed as a table and written as JSON with the machine's description and the matmul peaks
+measured in the same run. Compare ratios within one run: timings on a shared CPU are noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ar2diff.models.checkpoint import write_json_atomic
+
+PROMPT_TEXT = (
+    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the "
+    "age of foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the "
+    "season of Light, it was the season of Darkness, it was the spring of hope, it was the winter "
+    "of despair, we had everything before us, we had nothing before us."
+)
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """Measured matrix-multiply throughput in FLOP/s (best of ``repeats``)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def machine_info() -> dict:
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count()}
+
+
+def run_case(case: dict) -> dict:
+    """Run one case in a child process; returns its JSON result plus its peak RSS (MB)."""
+    proc = subprocess.Popen([sys.executable, "-m", "ar2diff.bench_cases", json.dumps(case)],
+                            stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        return {**case, "error": f"exit status {status}"}
+    result = json.loads(out.strip().splitlines()[-1])
+    return {**result, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def decode_bench(models: list[str], lengths: list[int], out: Path, prompt_tokens: int = 64,
+                 dtype: str = "bfloat16") -> dict:
+    """ar2diff AR greedy vs transformers generate vs ar2diff diffusion (T=10, N=1 and 8)."""
+    peaks = {"bf16_flops": matmul_peak(torch.bfloat16), "fp32_flops": matmul_peak(torch.float32)}
+    rows = []
+    for model in models:
+        for length in lengths:
+            for method in ("hf_generate", "ar_greedy", "diffusion_n1", "diffusion_n8"):
+                case = {"kind": "decode", "model": model, "method": method, "length": length,
+                        "prompt_tokens": prompt_tokens, "dtype": dtype}
+                row = run_case(case)
+                if method.startswith("diffusion") and "params" in row:
+                    flops = 10 * 2 * row["params"] * (prompt_tokens + length)
+                    row["compute_limit_s"] = flops / peaks["bf16_flops"]
+                    row["vs_compute_limit"] = row["seconds"] / row["compute_limit_s"]
+                rows.append(row)
+                print(_fmt(row), flush=True)
+    _ratios(rows)
+    result = {"benchmark": "decode", "machine": machine_info(), "peaks": peaks, "results": rows}
+    write_json_atomic(out, result)
+    return result
+
+
+def _ratios(rows: list[dict]) -> None:
+    """Speed of each method relative to transformers' generate at the same model and length."""
+    base = {(r["model"], r["length"]): r for r in rows if r.get("method") == "hf_generate"}
+    for r in rows:
+        ref = base.get((r["model"], r["length"]))
+        if ref and "seconds" in r and "seconds" in ref:
+            r["speedup_vs_hf_generate"] = ref["seconds"] / r["seconds"]
+            if r["method"] == "ar_greedy":
+                r["same_tokens_as_hf"] = r.get("tokens_digest") == ref.get("tokens_digest")
+
+
+def _fmt(row: dict) -> str:
+    if "error" in row:
+        return f"{row['model']:14} {row['method']:12} {row['length']:5}  ERROR {row['error']}"
+    return (f"{row['model']:14} {row['method']:12} {row['length']:5}  {row['seconds']:8.2f} s  "
+            f"{row['tokens_per_s']:8.1f} tok/s  peak {row['peak_rss_mb']:7.0f} MB")
+
+
+def train_bench(models: list[str], out: Path, seq_len: int = 512, batch: int = 8,
+                steps: int = 3) -> dict:
+    """Training tokens/s and model-FLOPs utilisation: ar2diff loop vs a plain HF eager loop."""
+    peaks = {"bf16_flops": matmul_peak(torch.bfloat16), "fp32_flops": matmul_peak(torch.float32)}
+    rows = []
+    for model in models:
+        for method in ("hf_eager_ar", "ar2diff_ar", "ar2diff_diffusion_l12"):
+            row = run_case({"kind": "train", "model": model, "method": method,
+                            "seq_len": seq_len, "batch": batch, "steps": steps})
+            if "flops_per_step" in row:
+                achieved = row["flops_per_step"] / row["seconds_per_step"]
+                row["mfu_bf16"] = achieved / peaks["bf16_flops"]
+                row["mfu_fp32"] = achieved / peaks["fp32_flops"]
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "losses"}), flush=True)
+    result = {"benchmark": "train", "machine": machine_info(), "peaks": peaks, "results": rows}
+    write_json_atomic(out, result)
+    return result

@@ -1,0 +1,125 @@
+"""One benchmark case, run in its own process by :mod:`ar2diff.bench` (prints one JSON line)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+
+import torch
+
+from ar2diff.data.batching import Example, collate
+from ar2diff.models.backbone import Backbone
+from ar2diff.models.presets import build_model
+from ar2diff.noise import example_generator
+from ar2diff.objectives.ar import ar_loss
+from ar2diff.objectives.sundae import sundae_loss
+from ar2diff.sampling.autoregressive import ARSampling, ar_generate
+from ar2diff.sampling.diffusion import DiffusionSampling, diffusion_generate
+
+SMOL_VOCAB = 49152
+
+
+def load(model: str, dtype: torch.dtype):
+    """``smollm2-135m`` (or any spec) or ``tiny`` (a random Llama of the ``small`` size)."""
+    if model == "tiny":
+        torch.manual_seed(0)
+        m = build_model("llama", "small", SMOL_VOCAB, {"pad": 0, "bos": 1, "eos": 2})
+        return m.to(dtype).eval()
+    from ar2diff.models.hub import load_pretrained
+
+    return load_pretrained(model, dtype)[0].eval()
+
+
+def prompt_ids(n: int) -> list[int]:
+    gen = torch.Generator().manual_seed(0)
+    return torch.randint(100, SMOL_VOCAB, (n,), generator=gen).tolist()
+
+
+def params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def digest(tokens: list[int]) -> str:
+    return hashlib.sha256(json.dumps(tokens).encode()).hexdigest()[:16]
+
+
+def decode_case(case: dict) -> dict:
+    dtype = getattr(torch, case["dtype"])
+    model = load(case["model"], dtype)
+    bb, ids, length = Backbone(model), prompt_ids(case["prompt_tokens"]), case["length"]
+    method = case["method"]
+
+    def run(n_tokens: int) -> list[int]:
+        if method == "hf_generate":
+            out = model.generate(torch.tensor([ids]), max_new_tokens=n_tokens,
+                                 min_new_tokens=n_tokens, do_sample=False, pad_token_id=0)
+            return out[0, len(ids):].tolist()
+        if method == "ar_greedy":
+            return ar_generate(bb, [ids], ARSampling(max_new_tokens=n_tokens), -1, 0)[0][0]
+        n = 1 if method == "diffusion_n1" else 8
+        cfg = DiffusionSampling(steps=10, samples=n, target_length=n_tokens)
+        return diffusion_generate(bb, [ids], cfg, SMOL_VOCAB, -1, -2)[0].tokens
+
+    with torch.inference_mode():
+        run(8)  # warm-up
+        start = time.perf_counter()
+        tokens = run(length)
+        seconds = time.perf_counter() - start
+    return {**case, "seconds": seconds, "tokens_per_s": length / seconds, "params": params(model),
+            "tokens_digest": digest(tokens), "generated": len(tokens)}
+
+
+def _batches(case: dict) -> list:
+    gen = torch.Generator().manual_seed(1)
+    seq, b = case["seq_len"], case["batch"]
+    ids = torch.randint(100, SMOL_VOCAB, (b, seq), generator=gen).tolist()
+    if case["method"] == "ar2diff_diffusion_l12":
+        return [Example(tuple(r[: seq // 2]), tuple(r[seq // 2:])) for r in ids]
+    return [Example((1,), tuple(r[1:])) for r in ids]
+
+
+def train_case(case: dict) -> dict:
+    model = load(case["model"], torch.float32).train()
+    bb = Backbone(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    examples = _batches(case)
+    batch = collate(examples, 0)
+    full = torch.tensor([list(e.input_ids + e.target_ids) for e in examples])
+    passes = 2 if case["method"] == "ar2diff_diffusion_l12" else 1
+    times, losses = [], []
+    for step in range(case["steps"] + 1):
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            if case["method"] == "hf_eager_ar":
+                loss = model(input_ids=full, labels=full).loss
+            elif case["method"] == "ar2diff_ar":
+                total, n = ar_loss(bb, batch, "causal")
+                loss = total / n
+            else:
+                gens = [example_generator(0, step, i) for i in range(len(examples))]
+                total, n = sundae_loss(bb, batch, SMOL_VOCAB, gens, unroll=2)
+                loss = total / n
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if step:  # the first step warms up
+            times.append(time.perf_counter() - start)
+        losses.append(float(loss.detach()))
+    tokens = case["batch"] * case["seq_len"]
+    per_step = sum(times) / len(times)
+    return {**case, "seconds_per_step": per_step, "tokens_per_s": tokens / per_step,
+            "flops_per_step": 6 * params(model) * tokens * passes, "params": params(model),
+            "losses": losses}
+
+
+def main() -> None:
+    case = json.loads(sys.argv[1])
+    torch.set_grad_enabled(case["kind"] == "train")
+    result = decode_case(case) if case["kind"] == "decode" else train_case(case)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
