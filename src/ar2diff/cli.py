@@ -196,6 +196,26 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 cmd_evaluate.configure = _configure_evaluate
 
 
+# ---- experiment ----------------------------------------------------------------------------------
+
+
+def _configure_experiment(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="experiment YAML, e.g. configs/experiments/tiny.yaml")
+    p.add_argument("--out", help="output folder (default runs/experiments/<name>)")
+
+
+@command("experiment", "run the paper's experiment grid from a YAML (resumable); writes REPORT.md")
+def cmd_experiment(args: argparse.Namespace) -> None:
+    from ar2diff.experiments.runner import run_experiment
+
+    summary = run_experiment(args.config, args.out)
+    print(f"report: {summary['name']} — {len(summary['tables'])} tables, "
+          f"{len(summary['plots'])} plots")
+
+
+cmd_experiment.configure = _configure_experiment
+
+
 # ---- bench ---------------------------------------------------------------------------------------
 
 

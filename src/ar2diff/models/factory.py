@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -40,12 +42,34 @@ def build_tokenizer(config: RunConfig, corpus_texts=None) -> PreTrainedTokenizer
         if corpus_texts is None:
             raise Ar2DiffError("tokenizer.kind=bpe needs a corpus (data.source=corpus) to train on; "
                                "use tokenizer.kind=toy for toy tasks or a tokenizer folder")
-        from ar2diff.tokenization import train_bpe
-
-        return train_bpe(corpus_texts, config.tokenizer.vocab_size, config.tokenizer.sentinels)
+        return _cached_bpe(config, corpus_texts)
     if not Path(kind).is_dir():
         raise Ar2DiffError(f"tokenizer.kind={kind!r}: not bpe, toy or an existing tokenizer folder")
     return AutoTokenizer.from_pretrained(kind)
+
+
+def _cached_bpe(config: RunConfig, corpus_texts) -> PreTrainedTokenizerBase:
+    """Train a BPE tokenizer on the run's corpus once; later runs with the same corpus reuse it."""
+    import hashlib
+    import json
+
+    from ar2diff.models.hub import default_cache_dir
+    from ar2diff.tokenization import train_bpe
+
+    key = hashlib.sha256(json.dumps([config.data.corpus, config.data.code_fraction,
+                                     config.tokenizer.vocab_size,
+                                     config.tokenizer.sentinels]).encode()).hexdigest()[:16]
+    folder = default_cache_dir() / "tokenizers" / f"bpe-{key}"
+    if (folder / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(folder)
+    tokenizer = train_bpe(corpus_texts, config.tokenizer.vocab_size, config.tokenizer.sentinels)
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    tokenizer.save_pretrained(tmp)
+    try:
+        tmp.replace(folder)
+    except OSError:  # another run saved it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return tokenizer
 
 
 def model_for_run(config: RunConfig, tokenizer: PreTrainedTokenizerBase | None = None,

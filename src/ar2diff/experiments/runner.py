@@ -1,0 +1,141 @@
+"""``ar2diff experiment CONFIG``: the paper's grid as data, run cell by cell, resumable.
+
+An experiment YAML names *models* (how each is made: pretrained from scratch, adapted from
+another, or fine-tuned from another — each an ordinary training run) and *evaluations* (a model,
+a task and a decoding setup), plus optional *timing* (decode time against output length). Every
+model folder and result file is written atomically and reused when it exists, so a rerun only
+does what is missing. The report (``REPORT.md``, ``results.json``, PNG plots) is rebuilt from
+the stored results each time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ar2diff.config import load_config
+from ar2diff.errors import Ar2DiffError
+from ar2diff.models.checkpoint import is_ar2diff_folder, write_json_atomic
+
+
+def load_experiment(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise Ar2DiffError(f"experiment config {path} not found")
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise Ar2DiffError(f"experiment config {path} is not valid YAML: {exc}".splitlines()[0]) from exc
+    for key in ("name", "models", "evaluations"):
+        if not isinstance(spec, dict) or key not in spec:
+            raise Ar2DiffError(f"experiment config {path}: missing top-level key {key!r}")
+    return spec
+
+
+class Experiment:
+    """Runs the models and evaluations of an experiment spec under ``out``."""
+
+    def __init__(self, spec: dict[str, Any], out: Path, spec_path: Path):
+        self.spec, self.out, self.spec_path = spec, out, spec_path
+        self.common: list[str] = list(spec.get("common", []))
+        self.log: list[str] = []
+
+    def model_dir(self, name: str) -> Path:
+        """Build model ``name`` (and what it starts from) unless it is already there."""
+        if name not in self.spec["models"]:
+            if is_ar2diff_folder(name) or "/" in name or name.endswith("-135m"):
+                return Path(name)  # an external model spec, used as is
+            raise Ar2DiffError(f"experiment: unknown model {name!r}")
+        folder = self.out / "models" / name / "model"
+        if is_ar2diff_folder(folder):
+            return folder
+        entry = self.spec["models"][name]
+        overrides = [*self.common, *entry.get("overrides", [])]
+        if "from" in entry:
+            overrides.append(f"model.pretrained={self.model_dir(entry['from'])}")
+        preset = entry.get("preset")
+        config_path = _preset_path(preset) if preset else None
+        config = load_config(config_path, [*overrides, f"train.out_dir={folder.parent}"])
+        from ar2diff.runs import run_training
+
+        start = time.perf_counter()
+        print(f"[experiment] training {name} ({config.train.steps} steps)", flush=True)
+        run_training(config, resume=True)
+        self.log.append(f"trained {name} in {time.perf_counter() - start:.0f} s")
+        return folder
+
+    def evaluate(self, name: str, entry: dict[str, Any]) -> dict[str, Any]:
+        """Run (or reuse) one evaluation; returns its stored result."""
+        path = self.out / "results" / f"{name}.json"
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+        from ar2diff.data.tasks import load_task
+        from ar2diff.evaluate import evaluate_task
+        from ar2diff.generation import DecodeOptions, TextGenerator
+
+        model = self.model_dir(entry["model"])
+        gen = TextGenerator.load(str(model))
+        opts = DecodeOptions(chat=False, **entry.get("decode", {}))
+        examples = load_task(entry["task"], entry.get("split", "test"), limit=entry.get("limit"))
+        ks = entry.get("k", [1])
+        print(f"[experiment] evaluating {name}", flush=True)
+        start = time.perf_counter()
+        result = evaluate_task(examples, lambda prompts, n: gen.generate(prompts, opts),
+                               entry["task"], num_samples=opts.num_return, ks=ks,
+                               batch_size=entry.get("batch_size", 8), progress=False)
+        result["seconds"] = time.perf_counter() - start
+        result["setup"] = {**entry, "model_dir": str(model), "decode": dataclasses.asdict(opts)}
+        write_json_atomic(path, result)
+        return result
+
+    def timing(self) -> list[dict]:
+        """Decode time against output length (AR with KV cache vs diffusion T = 10)."""
+        spec = self.spec.get("timing")
+        if not spec:
+            return []
+        path = self.out / "results" / "timing.json"
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+        from ar2diff.bench import run_case
+
+        rows = []
+        for length in spec["lengths"]:
+            for method in ("ar_greedy", "diffusion_n1"):
+                rows.append(run_case({"kind": "decode", "model": spec.get("model", "tiny"),
+                                      "method": method, "length": length,
+                                      "prompt_tokens": spec.get("prompt_tokens", 64),
+                                      "dtype": spec.get("dtype", "float32")}))
+                print(f"[experiment] timing {method} {length}: {rows[-1].get('seconds')}",
+                      flush=True)
+        write_json_atomic(path, rows)
+        return rows
+
+    def run(self) -> dict[str, Any]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        results = {name: self.evaluate(name, entry)
+                   for name, entry in self.spec["evaluations"].items()}
+        timing = self.timing()
+        from ar2diff.experiments.report import write_report
+
+        return write_report(self.spec, self.spec_path, self.out, results, timing)
+
+
+def _preset_path(name: str) -> Path:
+    from ar2diff.ar2diff import preset
+
+    return preset(name)
+
+
+def run_experiment(config: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+    """Run an experiment YAML; returns the report's summary."""
+    spec = load_experiment(config)
+    out_dir = Path(out or Path("runs") / "experiments" / spec["name"])
+    return Experiment(spec, out_dir, Path(config)).run()
+
+
+
