@@ -50,11 +50,14 @@ def main() -> None:
     p.add_argument("--eval", type=int, default=32, help="held-out segments")
     p.add_argument("--work", default="runs/adapt_compare")
     p.add_argument("--out", default="bench/results/adapt_compare.json")
+    p.add_argument("--only", type=int, nargs="+", help="run only these variants (0-based)")
     p.add_argument("overrides", nargs="*", help="extra config overrides for every variant")
     args = p.parse_args()
     hf_logging.disable_progress_bar()
     rows = []
     for i, (name, extra) in enumerate(VARIANTS.items()):
+        if args.only is not None and i not in args.only:
+            continue
         extra = [e.format(anneal=args.anneal) for e in extra]
         out = Path(args.work) / f"v{i}"
         cfg = adapt_config(args.model, args.steps, str(out),

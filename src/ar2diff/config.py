@@ -98,6 +98,7 @@ class TrainConfig:
     seed: int = 0
     out_dir: str = "runs/run"
     progress: bool = True
+    device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
 
 
 @dataclass

@@ -79,9 +79,18 @@ def objective_loss(backbone: Backbone, batch: Batch, indices: list[int], config:
     return sundae_loss(backbone, batch, noise_vocab, gens, o.unroll, o.shift, anneal)
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → this process's GPU when CUDA is available (its local rank), else the CPU."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
 def autocast(config: RunConfig):
     if config.train.bf16:
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(resolve_device(config.train.device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -92,7 +101,7 @@ class Trainer:
         self.config, self.tokenizer, self.source = config, tokenizer, source
         self.out = Path(config.train.out_dir)
         self.meta = {**meta, **_meta_from_config(config, meta)}
-        self.backbone = Backbone(model)
+        self.backbone = Backbone(model.to(resolve_device(config.train.device)))
         self.pad_id = special_ids(tokenizer)["pad"]
         o = config.optim
         decay, no_decay = [], []

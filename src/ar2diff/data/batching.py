@@ -36,6 +36,12 @@ class Batch:
         """Each row repeated ``n`` times in place (for ``n`` samples per input)."""
         return Batch(*(t.repeat_interleave(n, dim=0) for t in self.tensors()))
 
+    def to(self, device: torch.device) -> Batch:
+        """The batch on ``device`` (itself when already there)."""
+        if self.input_ids.device == device:
+            return self
+        return Batch(*(t.to(device) for t in self.tensors()))
+
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return (self.input_ids, self.input_mask, self.target_ids, self.target_mask)
 

@@ -70,7 +70,7 @@ def annealed_keys(roles: torch.Tensor, fraction: float, gen: torch.Generator) ->
     """
     prefix = allowed_keys(roles, roles, "prefix")
     full = allowed_keys(roles, roles, "diffusion")
-    opened = torch.rand(full.shape, generator=gen) < fraction
+    opened = (torch.rand(full.shape, generator=gen) < fraction).to(full.device)
     return prefix | (full & opened)
 
 

@@ -69,6 +69,10 @@ class Backbone(nn.Module):
         self.is_encoder_decoder = bool(model.config.is_encoder_decoder)
 
     @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
     def vocab_size(self) -> int:
         return int(self.model.get_output_embeddings().weight.shape[0])
 
@@ -76,16 +80,17 @@ class Backbone(nn.Module):
 
     def _mask(self, allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """SDPA takes a boolean mask; eager attention adds a float one."""
-        allowed = allowed[:, None]
+        allowed = allowed[:, None].to(self.device)
         if self.model.config._attn_implementation == "sdpa":
             return allowed
-        zero = torch.zeros((), dtype=dtype)
-        return torch.where(allowed, zero, torch.tensor(torch.finfo(dtype).min, dtype=dtype))
+        zero = torch.zeros((), dtype=dtype, device=self.device)
+        return torch.where(allowed, zero, torch.finfo(dtype).min)
 
     def _dtype(self) -> torch.dtype:
         dtype = self.model.get_input_embeddings().weight.dtype
-        if torch.is_autocast_enabled("cpu"):
-            dtype = torch.get_autocast_dtype("cpu")
+        kind = self.device.type
+        if torch.is_autocast_enabled(kind):
+            dtype = torch.get_autocast_dtype(kind)
         return dtype
 
     # ---- full forward (training) -----------------------------------------------------------
@@ -97,6 +102,8 @@ class Backbone(nn.Module):
         ``anneal=(fraction, generator)`` replaces the mode's mask by the annealed one
         (:func:`~ar2diff.models.attention.annealed_keys`; decoder-only models).
         """
+        batch = batch.to(self.device)
+        fed = fed.to(self.device)
         if self.is_encoder_decoder:
             return self._enc_dec_logits(batch.input_ids, batch.input_mask, fed, batch.target_mask,
                                         mode, shift, None)
@@ -118,6 +125,7 @@ class Backbone(nn.Module):
     @torch.no_grad()
     def encode_prefix(self, input_ids: torch.Tensor, input_mask: torch.Tensor, mode: str) -> PrefixState:
         """Run the input once; targets attend to it through :meth:`logits_from_prefix`."""
+        input_ids, input_mask = input_ids.to(self.device), input_mask.to(self.device)
         if self.is_encoder_decoder:
             enc = self.model.get_encoder()(input_ids=input_ids, attention_mask=input_mask.long())
             return PrefixState(input_mask=input_mask, encoder_out=enc)
@@ -128,13 +136,14 @@ class Backbone(nn.Module):
                                     position_ids=position_ids(roles), cache=cache,
                                     use_cache=True)
         last = (input_mask.sum(1) - 1).clamp(min=0)
-        last_hidden = out.last_hidden_state[torch.arange(len(last)), last]
+        last_hidden = out.last_hidden_state[torch.arange(len(last), device=self.device), last]
         return PrefixState(input_mask=input_mask, cache=cache, roles=roles, last_hidden=last_hidden)
 
     @torch.no_grad()
     def logits_from_prefix(self, state: PrefixState, fed: torch.Tensor, mode: str,
                            shift: bool) -> torch.Tensor:
         """Target logits ``[B, Lt, V]`` given a prefix state; equal to :meth:`target_logits`."""
+        fed = fed.to(self.device)
         if self.is_encoder_decoder:
             full = torch.ones_like(fed, dtype=torch.bool)
             return self._enc_dec_logits(None, state.input_mask, fed, full, mode, shift,
@@ -149,10 +158,12 @@ class Backbone(nn.Module):
         Apply :meth:`head` to (chunks of) them: full-vocabulary logits for every position need
         not exist at once.
         """
+        fed = fed.to(self.device)
         n_in, n_tg = state.roles.shape[1], fed.shape[1]
         roles = torch.cat([state.roles, torch.full_like(fed, TARGET)], dim=1)
         pos = position_ids(roles)[:, n_in:]
-        allowed = allowed_keys(roles[:, n_in:], roles, mode, query_pos=torch.arange(n_in, n_in + n_tg))
+        query_pos = torch.arange(n_in, n_in + n_tg, device=self.device)
+        allowed = allowed_keys(roles[:, n_in:], roles, mode, query_pos=query_pos)
         hidden = self.model.base_model(
             input_ids=fed, attention_mask=self._mask(allowed, self._dtype()), position_ids=pos,
             cache=state.cache, use_cache=True,
@@ -191,13 +202,14 @@ def _pack(batch: Batch, fed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     """
     b, n_in = batch.input_ids.shape
     n_tg = fed.shape[1]
+    dev = fed.device
     in_len = batch.input_mask.sum(1)
     width = int((in_len + batch.target_mask.sum(1)).max())
-    tgt_cols = in_len[:, None] + torch.arange(n_tg)[None]
-    tokens = torch.zeros((b, width + 1), dtype=torch.long)
-    roles = torch.zeros((b, width + 1), dtype=torch.long)
+    tgt_cols = in_len[:, None] + torch.arange(n_tg, device=dev)[None]
+    tokens = torch.zeros((b, width + 1), dtype=torch.long, device=dev)
+    roles = torch.zeros((b, width + 1), dtype=torch.long, device=dev)
     sink = torch.full_like(tgt_cols, width)  # unused slots land in a dropped column
-    in_cols = torch.where(batch.input_mask, torch.arange(n_in)[None], width)
+    in_cols = torch.where(batch.input_mask, torch.arange(n_in, device=dev)[None], width)
     tg_cols = torch.where(batch.target_mask, tgt_cols, sink)
     tokens.scatter_(1, in_cols, batch.input_ids)
     tokens.scatter_(1, tg_cols, fed)

@@ -14,6 +14,7 @@ def ar_loss(backbone: Backbone, batch: Batch, attention: str = "causal") -> tupl
 
     ``attention`` is ``causal`` (an ordinary LM) or ``prefix`` (bidirectional over the input).
     """
+    batch = batch.to(backbone.device)
     logits = backbone.target_logits(batch, batch.target_ids, attention, shift=True)
     mask = batch.target_mask
     loss = F.cross_entropy(logits[mask].float(), batch.target_ids[mask], reduction="sum")

@@ -29,9 +29,10 @@ def sundae_loss(
     ``generators`` holds one generator per example for the corruption; ``anneal`` =
     (fraction, generator) opens only that fraction of future target links (mask annealing).
     """
+    fed = uniform_corrupt(batch.target_ids, vocab_size, generators)
+    batch = batch.to(backbone.device)
     x0, mask = batch.target_ids, batch.target_mask
-    fed = uniform_corrupt(x0, vocab_size, generators)
-    total = torch.zeros(())
+    total = torch.zeros((), device=backbone.device)
     for k in range(unroll):
         logits = backbone.target_logits(batch, fed, "diffusion", shift, anneal)
         total = total + F.cross_entropy(logits[mask].float(), x0[mask], reduction="sum")

@@ -54,7 +54,7 @@ class _IncrementalDecoder:
             if len(x):
                 ids[i, width - len(x):] = torch.tensor(list(x))
                 valid[i, width - len(x):] = True
-        self.ids, self.valid = ids, valid
+        self.ids, self.valid = ids.to(backbone.device), valid.to(backbone.device)
 
     @torch.no_grad()
     def start(self) -> torch.Tensor:
@@ -72,30 +72,32 @@ class _IncrementalDecoder:
         hidden = model.base_model(input_ids=self.ids, attention_mask=mask,
                                   position_ids=position_ids(self.roles), cache=self.cache,
                                   use_cache=True).last_hidden_state
-        return model.get_output_embeddings()(hidden[:, -1]).float()
+        return model.get_output_embeddings()(hidden[:, -1]).float().cpu()
 
     @torch.no_grad()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Append ``tokens`` ``[B, 1]``; returns the next-token logits ``[B, V]``."""
+        """Append ``tokens`` ``[B, 1]``; returns the next-token logits ``[B, V]`` (on the CPU)."""
         model = self.bb.model
+        tokens = tokens.to(self.bb.device)
         if self.bb.is_encoder_decoder:
             out = model(encoder_outputs=BaseModelOutput(last_hidden_state=self.encoder_out),
                         attention_mask=self.valid.long(), decoder_input_ids=tokens,
                         cache=self.cache, use_cache=True)
             self.cache = out.past_key_values
-            return out.logits[:, -1].float()
+            return out.logits[:, -1].float().cpu()
         self.roles = torch.cat([self.roles, torch.full_like(tokens, TARGET)], dim=1)
         col = self.roles.shape[1] - 1
         allowed = allowed_keys(self.roles[:, -1:], self.roles, self.attention,
-                               query_pos=torch.tensor([col]))
+                               query_pos=torch.tensor([col], device=self.bb.device))
         hidden = model.base_model(
             input_ids=tokens, attention_mask=self.bb._mask(allowed, self.bb._dtype()),
             position_ids=position_ids(self.roles)[:, -1:], cache=self.cache, use_cache=True,
         ).last_hidden_state
-        return model.get_output_embeddings()(hidden[:, -1]).float()
+        return model.get_output_embeddings()(hidden[:, -1]).float().cpu()
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep (and reorder) the given batch rows, e.g. for beam search."""
+        rows = rows.to(self.bb.device)
         self.cache.reorder_cache(rows)
         self.ids, self.valid = self.ids[rows], self.valid[rows]
         if self.bb.is_encoder_decoder:

@@ -87,7 +87,7 @@ def _step(backbone: Backbone, state, x: torch.Tensor, cfg: DiffusionSampling,
         chunk = max(1, LOGITS_BUDGET // (n * vocab))
         for lo in range(0, length, chunk):
             part = hidden[rows, lo:lo + chunk]
-            logits = (part if head is None else head(part)).float()
+            logits = (part if head is None else head(part)).float().cpu()
             tokens = _draw(logits, cfg.temperature, u[:, lo:lo + chunk])
             new[rows, lo:lo + chunk] = tokens
             logp[rows, lo:lo + chunk] = (
