@@ -21,10 +21,8 @@ samples per problem plus ``status_counts`` of the sandbox verdicts (code).
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,6 +34,7 @@ from ar2diff.errors import Ar2DiffError
 from ar2diff.metrics.bleu import corpus_bleu, corpus_chrf, sentence_bleu
 from ar2diff.metrics.pass_at_k import build_program, mean_pass_at_k
 from ar2diff.metrics.squad import exact_match, f1, squad_scores
+from ar2diff.models.checkpoint import write_json_atomic
 
 GenerateFn = Callable[[list[str], int], list[list[str]]]
 
@@ -172,20 +171,7 @@ def postprocess_completion(task: str, completion: str) -> str:
 
 def write_results(path: str | os.PathLike, results: dict) -> None:
     """Write ``results`` as JSON atomically (temp file in the same folder, then os.replace)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomic(Path(path), results)
 
 
 # ---------------------------------------------------------------- checks and reading

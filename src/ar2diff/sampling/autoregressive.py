@@ -69,8 +69,10 @@ class _IncrementalDecoder:
         self.roles = torch.where(self.valid, INPUT, PAD)
         self.cache = DynamicCache(config=model.config)
         mask = self.bb._mask(allowed_keys(self.roles, self.roles, self.attention), self.bb._dtype())
+        positions = position_ids(self.roles)
+        self.next_pos = positions[:, -1:] + 1
         hidden = model.base_model(input_ids=self.ids, attention_mask=mask,
-                                  position_ids=position_ids(self.roles), cache=self.cache,
+                                  position_ids=positions, cache=self.cache,
                                   use_cache=True).last_hidden_state
         return model.get_output_embeddings()(hidden[:, -1]).float().cpu()
 
@@ -85,14 +87,14 @@ class _IncrementalDecoder:
                         cache=self.cache, use_cache=True)
             self.cache = out.past_key_values
             return out.logits[:, -1].float().cpu()
+        # the newest token is the last position: in every mode it sees all non-padding keys
         self.roles = torch.cat([self.roles, torch.full_like(tokens, TARGET)], dim=1)
-        col = self.roles.shape[1] - 1
-        allowed = allowed_keys(self.roles[:, -1:], self.roles, self.attention,
-                               query_pos=torch.tensor([col], device=self.bb.device))
+        allowed = (self.roles != PAD)[:, None, :]
         hidden = model.base_model(
             input_ids=tokens, attention_mask=self.bb._mask(allowed, self.bb._dtype()),
-            position_ids=position_ids(self.roles)[:, -1:], cache=self.cache, use_cache=True,
+            position_ids=self.next_pos, cache=self.cache, use_cache=True,
         ).last_hidden_state
+        self.next_pos = self.next_pos + 1
         return model.get_output_embeddings()(hidden[:, -1]).float().cpu()
 
     def select(self, rows: torch.Tensor) -> None:
@@ -103,7 +105,7 @@ class _IncrementalDecoder:
         if self.bb.is_encoder_decoder:
             self.encoder_out = self.encoder_out[rows]
         else:
-            self.roles = self.roles[rows]
+            self.roles, self.next_pos = self.roles[rows], self.next_pos[rows]
 
 
 def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
