@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
+import pytest
 import yaml
 
 from ar2diff.experiments.runner import run_experiment
@@ -47,3 +49,25 @@ def test_grid_runs_resumes_and_reports(tmp_path):
     second = run_experiment(path, out)
     assert time.perf_counter() - start < 10  # nothing is retrained or re-evaluated
     assert second["tables"] == first["tables"]
+
+
+@pytest.mark.parametrize("scale", ["tiny", "base"])
+def test_shipped_grids_are_valid(scale):
+    from ar2diff.config import load_config
+    from ar2diff.data.tasks import task_names
+    from ar2diff.experiments.runner import load_experiment
+
+    spec = load_experiment(Path(__file__).parents[1] / "configs" / "experiments" / f"{scale}.yaml")
+    for name, model in spec["models"].items():
+        extra = ["model.pretrained=placeholder"] if "from" in model else []
+        load_config(None, [*spec["common"], *model["overrides"], *extra])  # raises if invalid
+        assert model.get("from", name) in spec["models"]
+    tables = {e["table"] for e in spec["evaluations"].values()}
+    assert tables == {"Table 1", "Table 2", "Table 3"}
+    for entry in spec["evaluations"].values():
+        assert entry["model"] in spec["models"] and entry["task"] in task_names()
+    for table, findings in spec["findings"].items():
+        cells = {(e["row"], e["col"]) for e in spec["evaluations"].values() if e["table"] == table}
+        for f in findings:
+            for ref in (f["better"], f["worse"]):
+                assert tuple(s.strip() for s in ref.split("/")) in cells, ref

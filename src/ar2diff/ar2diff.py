@@ -61,10 +61,12 @@ DEMO_PROMPT = "What is the capital of France?"
 
 def adapt_demo(out: str, steps: int | None = None, model: str = "smollm2-135m") -> None:
     """Load SmolLM2-135M, adapt it briefly, and answer one prompt by AR and by diffusion."""
-    steps = steps or 40
+    steps = steps or 30
     print(f"loading {model} and adapting it to diffusion for {steps} steps "
           "(AR2Diff step 2, diffusion prefix-LM on books + code) …")
-    result = adapt(model, steps, str(Path(out) / "adapted"), overrides=["train.eval_every=0"])
+    result = adapt(model, steps, str(Path(out) / "adapted"),
+                   overrides=["train.eval_every=0", "train.save_every=0",
+                              "data.segment_length=64", f"objective.anneal_steps={steps // 3}"])
     base = TextGenerator.load(model)
     adapted = TextGenerator.load(str(result.model_dir))
     for name, gen, opts in (

@@ -77,7 +77,32 @@ def decode_bench(models: list[str], lengths: list[int], out: Path, prompt_tokens
     _ratios(rows)
     result = {"benchmark": "decode", "machine": machine_info(), "peaks": peaks, "results": rows}
     write_json_atomic(out, result)
+    plot_decode(out, out.with_suffix(".png"))
     return result
+
+
+def plot_decode(json_path: Path, png_path: Path) -> None:
+    """Decode time against output length per model and method (the paper's Figure 3)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in json.loads(Path(json_path).read_text())["results"] if "seconds" in r]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            pts = sorted((r["length"], r["seconds"]) for r in rows
+                         if r["model"] == model and r["method"] == method)
+            ax.plot(*zip(*pts, strict=True), marker="o", label=method)
+        ax.set_title(model)
+        ax.set_xlabel("output tokens (prompt 64)")
+        ax.set_ylabel("seconds")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=90)
+    plt.close(fig)
 
 
 def _ratios(rows: list[dict]) -> None:

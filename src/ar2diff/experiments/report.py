@@ -138,9 +138,10 @@ def write_report(spec: dict, spec_path: Path, out: Path, results: dict, timing: 
     commit = git_commit()
     lines = [f"# Experiment report: {spec['name']}", "",
              f"Generated {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} from "
-             f"`{spec_path}` at commit `{commit}`. Every number below is in `results.json` "
-             "(per evaluation: metrics, predictions and the decoding setup); model configs are "
-             "saved next to each model (`models/<name>/config.yaml`).", ""]
+             f"`{spec_path}` at commit `{commit}`. Every number below is in `results.json`; "
+             "each evaluation's metrics, predictions and decoding setup are in "
+             "`results/<evaluation>.json`, and each model's full training config in "
+             "`models/<name>/config.yaml`.", ""]
     lines += [spec.get("description", "").strip(), ""]
     plots = []
     for name, cells in tables.items():
