@@ -85,23 +85,27 @@ def train_case(case: dict) -> dict:
     bb = Backbone(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     examples = _batches(case)
-    batch = collate(examples, 0)
     full = torch.tensor([list(e.input_ids + e.target_ids) for e in examples])
     passes = 2 if case["method"] == "ar2diff_diffusion_l12" else 1
+    micro = case.get("micro") or len(examples)  # ar2diff: gradient accumulation over micro batches
+    n_tokens = sum(len(e.target_ids) for e in examples)
     times, losses = [], []
     for step in range(case["steps"] + 1):
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            if case["method"] == "hf_eager_ar":
-                loss = model(input_ids=full, labels=full).loss
-            elif case["method"] == "ar2diff_ar":
-                total, n = ar_loss(bb, batch, "causal")
-                loss = total / n
-            else:
-                gens = [example_generator(0, step, i) for i in range(len(examples))]
-                total, n = sundae_loss(bb, batch, SMOL_VOCAB, gens, unroll=2)
-                loss = total / n
-        loss.backward()
+        loss = torch.zeros(())
+        for lo in range(0, len(examples), micro):
+            part = examples[lo:lo + micro]
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                if case["method"] == "hf_eager_ar":
+                    part_loss = model(input_ids=full, labels=full).loss
+                elif case["method"] == "ar2diff_ar":
+                    part_loss = ar_loss(bb, collate(part, 0), "causal")[0] / n_tokens
+                else:
+                    gens = [example_generator(0, step, lo + i) for i in range(len(part))]
+                    part_loss = sundae_loss(bb, collate(part, 0), SMOL_VOCAB, gens, unroll=2)[0]
+                    part_loss = part_loss / n_tokens
+            part_loss.backward()
+            loss = loss + part_loss.detach()
         opt.step()
         opt.zero_grad(set_to_none=True)
         if step:  # the first step warms up

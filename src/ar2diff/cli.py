@@ -229,6 +229,8 @@ def _configure_bench(p: argparse.ArgumentParser) -> None:
                    help="decode: weight dtype for every method (default bfloat16)")
     p.add_argument("--seq-len", type=int, default=512, help="train: sequence length")
     p.add_argument("--batch", type=int, default=8, help="train: batch size")
+    p.add_argument("--micro-batch", type=int, default=2,
+                   help="train: ar2diff's micro batch (gradient accumulation; default 2)")
     p.add_argument("--out", help="JSON file (default bench/results/<what>.json)")
 
 
@@ -242,7 +244,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.what == "decode":
         bench.decode_bench(args.models, args.lengths, out, dtype=args.dtype)
     else:
-        bench.train_bench(args.models, out, args.seq_len, args.batch)
+        bench.train_bench(args.models, out, args.seq_len, args.batch, micro=args.micro_batch)
     print(f"results written to {out}")
 
 
