@@ -29,6 +29,7 @@ class DecodeOptions:
     top_p: float = 1.0
     num_beams: int = 4
     chat: bool | None = None  # apply the tokenizer's chat template (default: if it has one)
+    early_stop: bool = False  # diffusion: stop an input once a step changes none of its samples
 
 
 class TextGenerator:
@@ -106,6 +107,7 @@ class TextGenerator:
             target_length=opts.max_new_tokens or self.meta.get("target_length", 32),
             shift=bool(self.meta.get("shift", False)),
             seed=opts.seed,
+            early_stop=opts.early_stop,
         )
 
     def generate(self, prompts: list[str], opts: DecodeOptions) -> list[list[str]]:
