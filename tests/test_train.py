@@ -116,3 +116,15 @@ def test_unwritable_output_is_reported_before_training(tmp_path):
     blocker.write_text("x")
     with pytest.raises(Ar2DiffError, match="not writable"):
         run_training(_cfg(blocker / "out", "train.steps=1"))
+
+
+def test_default_corpus_mixes_books_and_code_or_falls_back_to_code(monkeypatch):
+    import ar2diff.runs as runs
+
+    cfg = load_config(None, ["data.source=corpus"])
+    monkeypatch.setattr(runs, "default_text_files", lambda: [Path("a.txt")])
+    streams = runs.corpus_files(cfg)
+    assert [w for _, w in streams] == [pytest.approx(0.8), pytest.approx(0.2)]
+    assert all(p.suffix == ".py" for p in streams[1][0]) and len(streams[1][0]) > 100
+    monkeypatch.setattr(runs, "default_text_files", lambda: [])
+    assert [w for _, w in runs.corpus_files(cfg)] == [1.0]

@@ -9,7 +9,6 @@ from transformers import PreTrainedTokenizerBase
 from ar2diff.config import RunConfig
 from ar2diff.data.corpus import default_code_files, default_text_files, expand, tokenize_stream
 from ar2diff.data.sources import CorpusSource, ExampleSource, task_source, toy_source
-from ar2diff.errors import Ar2DiffError
 from ar2diff.models.factory import build_tokenizer, model_for_run
 from ar2diff.train import TrainResult, train
 
@@ -22,8 +21,9 @@ def corpus_files(config: RunConfig) -> list[tuple[list[Path], float]]:
         return [(expand(config.data.corpus), 1.0)]
     books = default_text_files()
     if not books:
-        raise Ar2DiffError("no default corpus: the shared data folder (books) was not found; "
-                           "set AR2DIFF_DATA or pass data.corpus=[path, …]")
+        print("warning: the shared data folder (books) was not found (set AR2DIFF_DATA); "
+              "using only the Python standard library's source as the corpus")
+        return [(default_code_files(), 1.0)]
     f = config.data.code_fraction
     return [(books, 1.0 - f), (default_code_files(), f)]
 
