@@ -19,13 +19,6 @@ import torch
 
 from ar2diff.models.checkpoint import write_json_atomic
 
-PROMPT_TEXT = (
-    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the "
-    "age of foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the "
-    "season of Light, it was the season of Darkness, it was the spring of hope, it was the winter "
-    "of despair, we had everything before us, we had nothing before us."
-)
-
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     """Measured matrix-multiply throughput in FLOP/s (best of ``repeats``)."""

@@ -240,11 +240,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config
 
 
-def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """Rebuild a config saved with :meth:`RunConfig.to_dict`."""
-    return _build(RunConfig, data, "")
-
-
 def validate(config: RunConfig) -> None:
     """Cross-field checks that types alone cannot express."""
     t, o = config.train, config.objective

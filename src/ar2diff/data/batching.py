@@ -32,10 +32,6 @@ class Batch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    def repeat_interleave(self, n: int) -> Batch:
-        """Each row repeated ``n`` times in place (for ``n`` samples per input)."""
-        return Batch(*(t.repeat_interleave(n, dim=0) for t in self.tensors()))
-
     def to(self, device: torch.device) -> Batch:
         """The batch on ``device`` (itself when already there)."""
         if self.input_ids.device == device:

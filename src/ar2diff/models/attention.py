@@ -74,18 +74,6 @@ def annealed_keys(roles: torch.Tensor, fraction: float, gen: torch.Generator) ->
     return prefix | (full & opened)
 
 
-def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``[B, Q, K]`` booleans → ``[B, 1, Q, K]`` additive mask (0 or the dtype's minimum)."""
-    zero = torch.zeros((), dtype=dtype, device=allowed.device)
-    neg = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=allowed.device)
-    return torch.where(allowed, zero, neg)[:, None]
-
-
-def attention_mask(roles: torch.Tensor, mode: str, dtype: torch.dtype) -> torch.Tensor:
-    """The full ``[B, 1, S, S]`` additive mask of a sequence with per-position ``roles``."""
-    return additive_mask(allowed_keys(roles, roles, mode), dtype)
-
-
 def position_ids(roles: torch.Tensor) -> torch.Tensor:
     """Positions counted over non-padding tokens (so left padding does not shift them)."""
     return (torch.cumsum(roles != PAD, dim=1) - 1).clamp(min=0)
