@@ -37,16 +37,16 @@ def run_evaluation(args: argparse.Namespace) -> dict:
         from ar2diff.generation import TextGenerator
 
         gen = TextGenerator.load(args.model)
+        mode = opts.mode or gen.meta.get("kind", "ar")
         opts = dataclasses.replace(opts, chat=False if opts.chat is None else opts.chat,
                                    num_return=max(opts.num_return, max(args.k)))
-        if opts.num_return > 1 and opts.strategy == "greedy" and (opts.mode or gen.meta.get("kind")) == "ar":
+        if opts.num_return > 1 and opts.strategy == "greedy" and mode == "ar":
             opts = dataclasses.replace(opts, strategy="sample",
                                        temperature=opts.temperature or 0.8)
         results = evaluate_task(
             examples, lambda prompts, n: gen.generate(prompts, opts), args.task,
             num_samples=opts.num_return, ks=args.k, batch_size=args.batch_size,
         )
-        mode = opts.mode or gen.meta.get("kind", "ar")
         setup = {"model": str(args.model), "mode": mode, "decoding": dataclasses.asdict(opts)}
         if mode == "diffusion":
             setup["diffusion"] = dataclasses.asdict(gen.diffusion_config(opts))

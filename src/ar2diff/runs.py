@@ -39,9 +39,9 @@ def build_source(config: RunConfig, tokenizer: PreTrainedTokenizerBase,
 
         return task_source(tokenizer, config, load_task(d.task, d.split, d.task_path))
     cache_dir = cache_dir or _token_cache()
-    streams = [tokenize_stream(files, tokenizer, CORPUS_MAX_CHARS, cache_dir)
-               for files, _ in corpus_files(config)]
-    return CorpusSource(streams, [w for _, w in corpus_files(config)], tokenizer, config)
+    parts = corpus_files(config)  # lists the stdlib's files once
+    streams = [tokenize_stream(files, tokenizer, CORPUS_MAX_CHARS, cache_dir) for files, _ in parts]
+    return CorpusSource(streams, [w for _, w in parts], tokenizer, config)
 
 
 def _token_cache() -> Path:

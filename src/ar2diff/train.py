@@ -27,7 +27,7 @@ from ar2diff.data.batching import Batch, collate
 from ar2diff.data.sources import HELD_OUT, ExampleSource
 from ar2diff.errors import Ar2DiffError
 from ar2diff.models.backbone import Backbone
-from ar2diff.models.checkpoint import load_model, save_model, verify_folder
+from ar2diff.models.checkpoint import load_model, save_model, verify_folder, write_json_atomic
 from ar2diff.noise import example_generator
 from ar2diff.objectives.ar import ar_loss
 from ar2diff.objectives.sundae import sundae_loss
@@ -225,8 +225,6 @@ class Trainer:
         return folder
 
     def _write_log(self) -> None:
-        from ar2diff.models.checkpoint import write_json_atomic
-
         write_json_atomic(self.out / "history.json", self.history)
 
     def load_checkpoint(self, folder: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -50,9 +52,6 @@ def build_tokenizer(config: RunConfig, corpus_texts=None) -> PreTrainedTokenizer
 
 def _cached_bpe(config: RunConfig, corpus_texts) -> PreTrainedTokenizerBase:
     """Train a BPE tokenizer on the run's corpus once; later runs with the same corpus reuse it."""
-    import hashlib
-    import json
-
     from ar2diff.models.hub import default_cache_dir
     from ar2diff.tokenization import train_bpe
 

@@ -72,19 +72,18 @@ def _step(backbone: Backbone, state, x: torch.Tensor, cfg: DiffusionSampling,
     exist at once; inputs that are no longer active keep their tokens.
     """
     n, length = cfg.samples, x.shape[1]
-    if backbone.is_encoder_decoder:
+    if backbone.is_encoder_decoder:  # its decoder returns logits already
         hidden, head = backbone.logits_from_prefix(state, x, "diffusion", cfg.shift), None
     else:
         hidden = backbone.hidden_from_prefix(state, x, "diffusion", cfg.shift)
         head = backbone.head
+    chunk = max(1, LOGITS_BUDGET // (n * backbone.vocab_size))
     new, logp = x.clone(), torch.zeros(x.shape)
     for i, gen in enumerate(gens):
         if not active[i]:
             continue
         rows = slice(i * n, (i + 1) * n)
         u = torch.rand((n, length), generator=gen)
-        vocab = hidden.shape[-1] if head is None else backbone.vocab_size
-        chunk = max(1, LOGITS_BUDGET // (n * vocab))
         for lo in range(0, length, chunk):
             part = hidden[rows, lo:lo + chunk]
             logits = (part if head is None else head(part)).float().cpu()
