@@ -50,9 +50,24 @@ def test_grid_runs_resumes_and_reports(tmp_path):
     assert time.perf_counter() - start < 10  # nothing is retrained or re-evaluated
     assert second["tables"] == first["tables"]
 
+    # a changed cell is redone, with what depends on it; the other cells are reused
+    def mtime(rel: str) -> int:
+        return (out / rel).stat().st_mtime_ns
+
+    before = {rel: mtime(rel) for rel in ("models/ar/model/model.safetensors",
+                                          "results/ar.json", "results/diff.json")}
+    spec["models"]["ar2diff"]["overrides"][-1] = "train.steps=3"
+    path.write_text(yaml.safe_dump(spec))
+    run_experiment(path, out)
+    assert mtime("models/ar/model/model.safetensors") == before["models/ar/model/model.safetensors"]
+    assert mtime("results/ar.json") == before["results/ar.json"]
+    assert mtime("results/diff.json") != before["results/diff.json"]
+    assert len(json.loads((out / "models" / "ar2diff" / "history.json").read_text())) == 3
+
 
 @pytest.mark.parametrize("scale", ["tiny", "base"])
 def test_shipped_grids_are_valid(scale):
+    from ar2diff.ar2diff import preset
     from ar2diff.config import load_config
     from ar2diff.data.tasks import task_names
     from ar2diff.experiments.runner import load_experiment
@@ -60,8 +75,10 @@ def test_shipped_grids_are_valid(scale):
     spec = load_experiment(Path(__file__).parents[1] / "configs" / "experiments" / f"{scale}.yaml")
     for name, model in spec["models"].items():
         extra = ["model.pretrained=placeholder"] if "from" in model else []
-        load_config(None, [*spec["common"], *model["overrides"], *extra])  # raises if invalid
-        assert model.get("from", name) in spec["models"]
+        common = spec["common"] if model.get("common", True) else []
+        preset_path = preset(model["preset"]) if "preset" in model else None
+        load_config(preset_path, [*common, *model["overrides"], *extra])  # raises if invalid
+        assert model.get("from", name) in spec["models"] or model["from"] == "smollm2-135m"
     tables = {e["table"] for e in spec["evaluations"].values()}
     assert tables == {"Table 1", "Table 2", "Table 3"}
     for entry in spec["evaluations"].values():

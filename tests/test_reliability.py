@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,23 +38,40 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one(tmp_path):
-    extra = ["train.steps=4", "train.batch_size=8", "train.micro_batch_size=2"]
-    subprocess.run(_train_cmd(tmp_path / "one", *extra), check=True, timeout=300,
-                   capture_output=True)
+def _torchrun(cmd: list[str]) -> None:
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                 "--master_addr=127.0.0.1", f"--master_port={_free_port()}"]
-    two = _train_cmd(tmp_path / "two", *extra)
-    subprocess.run([*torchrun, *two[1:]], check=True, timeout=300, capture_output=True,
+    subprocess.run([*torchrun, *cmd[1:]], check=True, timeout=300, capture_output=True,
                    env={**os.environ, "OMP_NUM_THREADS": "1"})
-    w1, w2 = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+
+
+def _assert_close(one: Path, two: Path) -> None:
+    w1, w2 = _weights(one), _weights(two)
+    assert sorted(w1) == sorted(w2)
     for name in w1:
         rel = float((w1[name] - w2[name]).norm() / w1[name].norm())
         assert rel <= 1e-4, name
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_processes_match_one(tmp_path, parallel):
+    extra = ["train.steps=4", "train.batch_size=8", "train.micro_batch_size=2"]
+    subprocess.run(_train_cmd(tmp_path / "one", *extra), check=True, timeout=300,
+                   capture_output=True)
+    _torchrun(_train_cmd(tmp_path / "two", *extra, f"train.parallel={parallel}",
+                         "train.save_every=2"))
+    _assert_close(tmp_path / "one", tmp_path / "two")
     h1 = json.loads((tmp_path / "one" / "history.json").read_text())
     h2 = json.loads((tmp_path / "two" / "history.json").read_text())
     for a, b in zip(h1, h2, strict=True):
         assert abs(a["loss"] - b["loss"]) <= 1e-4 * abs(a["loss"])
+    if parallel == "fsdp":  # sharded weights and optimizer state survive a resume
+        ckpts = tmp_path / "two" / "checkpoints"
+        assert sorted(p.name for p in ckpts.iterdir()) == ["step-00000002", "step-00000004"]
+        shutil.rmtree(ckpts / "step-00000004")
+        shutil.rmtree(tmp_path / "two" / "model")
+        _torchrun([*_train_cmd(tmp_path / "two", *extra, "train.parallel=fsdp"), "--resume"])
+        _assert_close(tmp_path / "one", tmp_path / "two")
 
 
 @pytest.mark.parametrize(

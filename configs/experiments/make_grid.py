@@ -19,8 +19,18 @@ SCALES = {
         "adapt_steps": (50, 150), "finetune_steps": 250, "segment": 64, "batch": 16,
         "lr": "2e-3", "ft_lr": "1e-3",
         "tasks": {"mt": ("multi30k", "chrf", "Multi30k chrF", 200, "test")},
+        "extra_evals": {"mt": [("wmt14-en-fr", "chrf", "newstest2014 chrF", 200, "test", "nt14")]},
+        "train_task": {"mt": "wmt14-en-fr"},
         "table3_tasks": ("mt",), "timing": {"model": "tiny", "lengths": [64, 128, 256, 512]},
         "common": ["tokenizer.kind=bpe", "tokenizer.vocab_size=4096", "train.seed=0"],
+        # QA and code: models this small score 0 there, so those cells start from the real
+        # pretrained SmolLM2-135M (AR, AR2Diff_0, AR2Diff_N) on subsets of the test sets.
+        "pretrained": {
+            "model": "smollm2-135m", "label": "SmolLM2-135M", "adapt_steps": 30,
+            "finetune_steps": 20,
+            "tasks": {"qa": ("squad", "f1", "SQuAD F1", 40, "test", 192, 16),
+                      "code": ("mbpp", "pass@1", "MBPP pass@1", 20, "test", 160, 128)},
+        },
     },
     "base": {
         "sizes": ("base", "large"), "table1_size": "base", "pretrain_steps": 100_000,
@@ -73,12 +83,20 @@ def grid(scale: str) -> dict:
             f"objective.kind={kind}", "objective.attention=prefix"]}
 
     def ev(name, model, key, table, row, mode, paper=None, decode=None):
-        task, metric, col, limit, split = s["tasks"][key]
+        for task, metric, col, limit, split, sx in s.get("extra_evals", {}).get(key, []):
+            ev1(f"{name}-{sx}", model, (task, metric, col, limit, split), table, row, mode,
+                None, decode)
+        ev1(name, model, s["tasks"][key], table, row, mode, paper, decode)
+
+    def ev1(name, model, task_spec, table, row, mode, paper=None, decode=None):
+        task, metric, col, limit, split = task_spec[:5]
         entry = {"model": model, "task": task, "split": split, "limit": limit, "metric": metric,
                  "table": table, "row": row, "col": col, "decode": {"mode": mode, **(decode or {})}}
         if limit is None:
             del entry["limit"]
-        if metric.startswith("pass@"):
+        if metric == "pass@1":
+            entry["k"] = [1]
+        elif metric.startswith("pass@"):
             entry["k"] = [1, 10, 80]
             entry["decode"] = {**entry["decode"], "num_return": 80,
                                **({"strategy": "sample", "temperature": 0.8} if mode == "ar" else {})}
@@ -90,7 +108,7 @@ def grid(scale: str) -> dict:
         return "" if key == "mt" and scale == "tiny" else f"-{key}"
 
     for key in s["tasks"]:
-        task = s["tasks"][key][0]
+        task = s.get("train_task", {}).get(key, s["tasks"][key][0])
         sx = suffix(key)
         for arch, archname in (("llama", "decoder-only"), ("t5", "encoder-decoder")):
             for fmt, fmtname in (("prefix", "prefix LM"), ("span", "span corruption")):
@@ -131,8 +149,40 @@ def grid(scale: str) -> dict:
         for n in (4, 8, 16):
             ev(f"t3-N{n}{sx}", f"ft-llama-prefix{sx}", key, "Table 3", f"N={n}", "diffusion",
                PAPER["t3"][f"N={n}"].get(key), {"parallel": n})
+    if "pretrained" in s:
+        pretrained_cells(s["pretrained"], models, ev1)
     return {"name": scale, "common": s["common"], "models": models, "evaluations": evals,
             "timing": {**s["timing"], "prompt_tokens": 64, "dtype": "float32"}}
+
+
+def pretrained_cells(p: dict, models: dict, ev1) -> None:
+    """Table 2 and 3 cells for QA and code that start from a real pretrained AR model."""
+    label, n = p["label"], p["adapt_steps"]
+    flags = ["train.eval_every=0", "train.save_every=0", "train.progress=false", "train.seed=0"]
+    models[f"adapt{n}-pt"] = {"from": p["model"], "preset": "adapt", "common": False,
+                              "overrides": [*flags, f"train.steps={n}"]}
+    for key, (task, metric, col, limit, split, in_len, tg_len) in p["tasks"].items():
+        spec = (task, metric, col, limit, split)
+        for name, frm, kind in (("ar", p["model"], "ar"), ("ar2diff0", p["model"], "diffusion"),
+                                (f"ar2diff{n}", f"adapt{n}-pt", "diffusion")):
+            models[f"ft-{name}-pt-{key}"] = {"from": frm, "preset": "finetune", "common": False,
+                                             "overrides": [
+                *flags, f"data.task={task}", f"data.input_length={in_len}",
+                f"data.target_length={tg_len}", f"objective.kind={kind}",
+                f"train.steps={p['finetune_steps']}", "optim.warmup_steps=5",
+                f"sample.max_new_tokens={tg_len}"]}
+        ev1(f"t2-ar-pt-{key}", f"ft-ar-pt-{key}", spec, "Table 2", f"AR, {label}", "ar",
+            PAPER["ar"][key][0], {"max_new_tokens": tg_len})
+        ev1(f"t2-ar2diff0-pt-{key}", f"ft-ar2diff0-pt-{key}", spec, "Table 2",
+            f"AR2Diff_0, {label}", "diffusion")
+        ev1(f"t2-ar2diff{n}-pt-{key}", f"ft-ar2diff{n}-pt-{key}", spec, "Table 2",
+            f"AR2Diff_{n}, {label}", "diffusion", PAPER["n2"][key][0])
+        for t in (5, 10, 20):
+            ev1(f"t3-T{t}-pt-{key}", f"ft-ar2diff{n}-pt-{key}", spec, "Table 3", f"T={t}",
+                "diffusion", PAPER["t3"][f"T={t}"].get(key), {"steps": t})
+        for k in (4, 8, 16):
+            ev1(f"t3-N{k}-pt-{key}", f"ft-ar2diff{n}-pt-{key}", spec, "Table 3", f"N={k}",
+                "diffusion", PAPER["t3"][f"N={k}"].get(key), {"parallel": k})
 
 
 def main() -> None:

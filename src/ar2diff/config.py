@@ -99,6 +99,7 @@ class TrainConfig:
     out_dir: str = "runs/run"
     progress: bool = True
     device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
+    parallel: str = "ddp"  # with several processes: ddp (replicas) | fsdp (sharded, decoder-only)
 
 
 @dataclass
@@ -135,6 +136,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "objective.format": ("causal", "prefix", "span", "task"),
     "objective.attention": ("causal", "prefix"),
     "optim.decay": ("cosine", "linear", "constant"),
+    "train.parallel": ("ddp", "fsdp"),
 }
 
 

@@ -103,6 +103,13 @@ class Trainer:
         self.meta = {**meta, **_meta_from_config(config, meta)}
         self.backbone = Backbone(model.to(resolve_device(config.train.device)))
         self.pad_id = special_ids(tokenizer)["pad"]
+        self.rank, self.world = distributed.setup()
+        self.sharded = config.train.parallel == "fsdp" and self.world > 1
+        if self.sharded:
+            if self.backbone.is_encoder_decoder:
+                raise Ar2DiffError("train.parallel=fsdp supports decoder-only models; use "
+                                   "train.parallel=ddp for encoder-decoder (T5) models")
+            distributed.shard(self.backbone)
         o = config.optim
         decay, no_decay = [], []
         for name, p in model.named_parameters():
@@ -115,7 +122,6 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
         self.step = 0
         self.history: list[dict] = []
-        self.rank, self.world = distributed.setup()
 
     # ---- one step --------------------------------------------------------------------------
 
@@ -132,20 +138,24 @@ class Trainer:
         micro = cfg.micro_batch_size or cfg.batch_size
         total = 0.0
         for lo in range(0, len(examples), micro):
+            if self.sharded:  # reduce-scatter gradients after the last micro-batch only
+                self.backbone.set_requires_gradient_sync(lo + micro >= len(examples))
             batch = collate(examples[lo:lo + micro], self.pad_id)
             with autocast(self.config):
                 loss_sum, _ = objective_loss(self.backbone, batch, indices[lo:lo + micro],
                                              self.config, self.meta["noise_vocab"], self.step)
             (loss_sum / n_tokens).backward()
             total += float(loss_sum.detach())
-        distributed.sum_gradients(model.parameters())
+        if not self.sharded:
+            distributed.sum_gradients(model.parameters())
         loss = distributed.sum_over_ranks([total])[0] / n_tokens
         if not math.isfinite(loss):
             raise Ar2DiffError(
                 f"loss became {loss} at step {self.step + 1}; stopped. The last good checkpoint "
                 f"is kept in {self.out / 'checkpoints'}; lower optim.lr or enable train.bf16=false"
             )
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.optim.grad_clip))
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.optim.grad_clip)
+        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -194,8 +204,10 @@ class Trainer:
         bar.close()
         self.save_checkpoint()
         model_dir = self.out / "model"
+        weights = self._full_weights()
         if self.rank == 0:
-            save_model(model_dir, self.backbone.model, self.tokenizer, self.meta)
+            save_model(model_dir, self.backbone.model, self.tokenizer, self.meta,
+                       state_dict=weights)
         distributed.barrier()
         return TrainResult(model_dir, self.history, eval_loss)
 
@@ -205,7 +217,8 @@ class Trainer:
         """Atomically write ``checkpoints/step-N`` and keep the last ``train.keep_last``."""
         state = {
             "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": (distributed.full_optimizer_state(self.backbone.model, self.optimizer)
+                          if self.sharded else self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "history": self.history,
@@ -216,22 +229,36 @@ class Trainer:
             save_config(self.config, tmp / "config.yaml")
 
         folder = self.out / "checkpoints" / f"step-{self.step:08d}"
+        weights = self._full_weights()
         if self.rank == 0:
-            save_model(folder, self.backbone.model, self.tokenizer, self.meta, extra)
+            save_model(folder, self.backbone.model, self.tokenizer, self.meta, extra, weights)
             self._write_log()
             for old in checkpoints(self.out)[:-max(1, self.config.train.keep_last)]:
                 shutil.rmtree(old, ignore_errors=True)
         distributed.barrier()
         return folder
 
+    def _full_weights(self) -> dict[str, torch.Tensor] | None:
+        """FSDP: the weights gathered from all ranks; otherwise None (the model's own)."""
+        if not self.sharded:
+            return None
+        model = self.backbone.model
+        weights = distributed.full_state_dict(model)
+        own = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
+        return {k: v for k, v in weights.items() if k in own}  # tied copies are saved once
+
     def _write_log(self) -> None:
         write_json_atomic(self.out / "history.json", self.history)
 
     def load_checkpoint(self, folder: Path) -> None:
         model, _, _ = load_model(folder)
-        self.backbone.model.load_state_dict(model.state_dict())
         state = torch.load(folder / STATE, weights_only=False)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.sharded:
+            distributed.load_sharded(self.backbone.model, self.optimizer, model.state_dict(),
+                                     state["optimizer"])
+        else:
+            self.backbone.model.load_state_dict(model.state_dict())
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         self.step = state["step"]

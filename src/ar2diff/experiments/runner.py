@@ -4,14 +4,17 @@ An experiment YAML names *models* (how each is made: pretrained from scratch, ad
 another, or fine-tuned from another — each an ordinary training run) and *evaluations* (a model,
 a task and a decoding setup), plus optional *timing* (decode time against output length). Every
 model folder and result file is written atomically and reused when it exists, so a rerun only
-does what is missing. The report (``REPORT.md``, ``results.json``, PNG plots) is rebuilt from
-the stored results each time.
+does what is missing. Each stored cell carries a fingerprint of its spec (and of the models it
+starts from); a cell whose spec changed since it was stored is redone. The report
+(``REPORT.md``, ``results.json``, PNG plots) is rebuilt from the stored results each time.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,28 @@ class Experiment:
         self.common: list[str] = list(spec.get("common", []))
         self.log: list[str] = []
 
+    def fingerprint(self, name: str) -> str:
+        """A hash of how model ``name`` is made, including the models it starts from."""
+        if name not in self.spec["models"]:
+            return name
+        entry = self.spec["models"][name]
+        parts = {"entry": entry, "common": self.common if entry.get("common", True) else [],
+                 "from": self.fingerprint(entry["from"]) if "from" in entry else None}
+        return _digest(parts)
+
+    def _stored(self, cell: Path, fingerprint: str) -> bool:
+        """Whether ``cell`` holds what ``fingerprint`` describes (a cell without one is adopted)."""
+        stamp = cell / "cell.json"
+        if stamp.is_file():
+            if json.loads(stamp.read_text(encoding="utf-8")).get("fingerprint") == fingerprint:
+                return True
+            print(f"[experiment] {cell.name}: its spec changed since it was built; rebuilding",
+                  flush=True)
+            shutil.rmtree(cell)
+            return False
+        write_json_atomic(stamp, {"fingerprint": fingerprint})
+        return True
+
     def model_dir(self, name: str) -> Path:
         """Build model ``name`` (and what it starts from) unless it is already there."""
         if name not in self.spec["models"]:
@@ -52,10 +77,12 @@ class Experiment:
                 return Path(name)  # an external model spec, used as is
             raise Ar2DiffError(f"experiment: unknown model {name!r}")
         folder = self.out / "models" / name / "model"
-        if is_ar2diff_folder(folder):
+        fingerprint = self.fingerprint(name)
+        if is_ar2diff_folder(folder) and self._stored(folder.parent, fingerprint):
             return folder
         entry = self.spec["models"][name]
-        overrides = [*self.common, *entry.get("overrides", [])]
+        common = self.common if entry.get("common", True) else []
+        overrides = [*common, *entry.get("overrides", [])]
         if "from" in entry:
             overrides.append(f"model.pretrained={self.model_dir(entry['from'])}")
         preset = entry.get("preset")
@@ -66,14 +93,19 @@ class Experiment:
         start = time.perf_counter()
         print(f"[experiment] training {name} ({config.train.steps} steps)", flush=True)
         run_training(config, resume=True)
+        write_json_atomic(folder.parent / "cell.json", {"fingerprint": fingerprint})
         self.log.append(f"trained {name} in {time.perf_counter() - start:.0f} s")
         return folder
 
     def evaluate(self, name: str, entry: dict[str, Any]) -> dict[str, Any]:
         """Run (or reuse) one evaluation; returns its stored result."""
         path = self.out / "results" / f"{name}.json"
+        fingerprint = _digest({"entry": entry, "model": self.fingerprint(entry["model"])})
         if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            if stored.get("fingerprint", fingerprint) == fingerprint:
+                return stored
+            print(f"[experiment] {name}: its spec changed since it was run; rerunning", flush=True)
         from ar2diff.data.tasks import load_task
         from ar2diff.evaluate import evaluate_task
         from ar2diff.generation import DecodeOptions, TextGenerator
@@ -90,6 +122,7 @@ class Experiment:
                                batch_size=entry.get("batch_size", 8), progress=False)
         result["seconds"] = time.perf_counter() - start
         result["setup"] = {**entry, "model_dir": str(model), "decode": dataclasses.asdict(opts)}
+        result["fingerprint"] = fingerprint
         write_json_atomic(path, result)
         return result
 
@@ -123,6 +156,10 @@ class Experiment:
         from ar2diff.experiments.report import write_report
 
         return write_report(self.spec, self.spec_path, self.out, results, timing)
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _preset_path(name: str) -> Path:

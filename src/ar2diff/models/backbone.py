@@ -113,10 +113,17 @@ class Backbone(nn.Module):
         allowed = (allowed_keys(roles, roles, mode) if anneal is None
                    else annealed_keys(roles, *anneal))
         mask = self._mask(allowed, self._dtype())
+        return self(tokens, mask, position_ids(roles), (tgt_cols - int(shift)).clamp(min=0))
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+                cols: torch.Tensor) -> torch.Tensor:
+        """Decoder-only training forward: logits ``[B, Lt, V]`` at the hidden-state columns ``cols``.
+
+        One module call from tokens to logits, so that FSDP can wrap the backbone as its root.
+        """
         hidden = self.model.base_model(
-            input_ids=tokens, attention_mask=mask, position_ids=position_ids(roles), use_cache=False
+            input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=False
         ).last_hidden_state
-        cols = (tgt_cols - int(shift)).clamp(min=0)
         picked = torch.gather(hidden, 1, cols[:, :, None].expand(-1, -1, hidden.shape[-1]))
         return self.model.get_output_embeddings()(picked)
 

@@ -104,10 +104,14 @@ def verify_folder(folder: Path) -> None:
 
 
 def save_model(target: Path, model, tokenizer, meta: dict[str, Any],
-               extra: Callable[[Path], None] | None = None) -> Path:
-    """Save model + tokenizer + metadata atomically; ``extra(tmp)`` may add files (e.g. state)."""
+               extra: Callable[[Path], None] | None = None,
+               state_dict: dict[str, Any] | None = None) -> Path:
+    """Save model + tokenizer + metadata atomically; ``extra(tmp)`` may add files (e.g. state).
+
+    ``state_dict`` replaces the model's own weights (e.g. weights gathered from FSDP shards).
+    """
     def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         (tmp / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         if extra is not None:
