@@ -86,8 +86,8 @@ def test_translation_format_and_alignment():
 @needs_data
 def test_squad_format_keeps_every_gold_answer():
     first = _load("squad")[0]
-    assert first.input.startswith("question: Which NFL team represented the AFC at Super Bowl 50?")
-    assert " context: Super Bowl 50 was an American football game" in first.input
+    assert first.input.endswith(" question: Which NFL team represented the AFC at Super Bowl 50?")
+    assert first.input.startswith("context: Super Bowl 50 was an American football game")
     assert first.target == "Denver Broncos"
     assert first.meta["answers"] == ["Denver Broncos"] * 3
 
@@ -243,7 +243,7 @@ def test_hub_rows_are_converted(monkeypatch):
     (qa,) = load_task("squad", "test", limit=1)
     assert (qa.id, qa.input, qa.target, qa.meta) == (
         "q1",
-        "question: Q? context: C.",
+        "context: C. question: Q?",
         "a1",
         {"answers": ["a1", "a2"]},
     )

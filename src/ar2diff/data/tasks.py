@@ -8,7 +8,8 @@ Prompt formats (``input``) and references (``target``):
   the news test sets older than 2013 (news-test2008, newstest2009-2012, newssyscomb2009).
   multi30k splits: test = multi30k_test_2016_flickr, validation = multi30k_val,
   train = multi30k_train. Ids are ``{set name}:{line number}``.
-- ``squad`` (SQuAD v1.1, T5 style): input ``question: {question} context: {context}``, target
+- ``squad`` (SQuAD v1.1): input ``context: {context} question: {question}`` (the question last,
+  so that keeping the last tokens of a long input keeps it, and a model answers it), target
   the first gold answer, ``meta["answers"]`` all gold answers. test and validation =
   dev-v1.1.json, train = train-part-v1.1.json. Ids are the SQuAD question ids.
 - ``mbpp``: input is a docstring holding the problem text and the first test assert, as in the
@@ -323,7 +324,7 @@ def _translation_from_hub(name: str, split: str, limit: int | None) -> list[Task
 
 def _squad_example(qid: str, question: str, context: str, answers: list[str]) -> TaskExample:
     return TaskExample(
-        qid, f"question: {question} context: {context}", answers[0], {"answers": answers}
+        qid, f"context: {context} question: {question}", answers[0], {"answers": answers}
     )
 
 
