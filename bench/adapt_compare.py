@@ -1,8 +1,10 @@
-"""AR2Diff adaptation options, measured: shift vs no shift, mask annealing vs immediate switch.
+"""AR2Diff adaptation options, measured: shift vs no shift, mask annealing vs immediate switch,
+bidirectional vs causal attention over the input.
 
 Each variant adapts the same pretrained model for the same steps on the same data, and reports
-the held-out diffusion loss on books text (code fraction 0) before and after, and the gradient
-norm over the first steps after the attention switch. Prints a table and writes JSON.
+the held-out diffusion loss on books text (code fraction 0) before and after, the gradient
+norm over the first steps after the attention switch, and diffusion samples for a few prompts.
+Prints a table and writes JSON.
 
     python bench/adapt_compare.py --model smollm2-135m --steps 40 --out bench/results/adapt_compare.json
 """
@@ -20,16 +22,30 @@ from transformers.utils import logging as hf_logging
 
 from ar2diff.ar2diff import adapt_config
 from ar2diff.config import RunConfig
+from ar2diff.generation import DecodeOptions, TextGenerator
 from ar2diff.models.checkpoint import write_json_atomic
 from ar2diff.models.factory import load_any
 from ar2diff.runs import build_source, run_training
 from ar2diff.train import Trainer
 
+BIDI = "objective.attention=prefix"
 VARIANTS = {
-    "shift, immediate switch": ["objective.shift=true", "objective.anneal_steps=0"],
-    "no shift, immediate switch": ["objective.shift=false", "objective.anneal_steps=0"],
-    "shift, annealed mask": ["objective.shift=true", "objective.anneal_steps={anneal}"],
+    "shift, immediate switch": ["objective.shift=true", "objective.anneal_steps=0", BIDI],
+    "no shift, immediate switch": ["objective.shift=false", "objective.anneal_steps=0", BIDI],
+    "shift, annealed mask": ["objective.shift=true", "objective.anneal_steps={anneal}", BIDI],
+    "shift, annealed mask, causal input": ["objective.shift=true",
+                                           "objective.anneal_steps={anneal}",
+                                           "objective.attention=causal"],
 }
+PROMPTS = ["It was a dark and stormy night, and the old house", "The capital of France is",
+           "She opened the door and"]
+
+
+def samples(model_dir: Path) -> list[str]:
+    """Diffusion samples (T = 10, N = 8, tau = 0.2, 12 tokens) for :data:`PROMPTS`."""
+    gen = TextGenerator.load(str(model_dir))
+    opts = DecodeOptions(mode="diffusion", chat=False, max_new_tokens=12)
+    return [row[0] for row in gen.generate(PROMPTS, opts)]
 
 
 def books_loss(spec: str, config: RunConfig, n: int) -> float:
@@ -69,13 +85,17 @@ def main() -> None:
         train_s = time.perf_counter() - start
         after = books_loss(str(result.model_dir), cfg, args.eval)
         norms = [h["grad_norm"] for h in result.history]
-        rows.append({"variant": name, "overrides": extra, "books_loss_before": before,
+        texts = samples(result.model_dir)
+        rows.append({"variant": name, "overrides": extra, "samples": dict(zip(PROMPTS, texts, strict=True)),
+                     "books_loss_before": before,
                      "books_loss_after": after, "grad_norm_first10": norms[:10],
                      "grad_norm_max": max(norms), "train_loss": [h["loss"] for h in result.history],
                      "train_s": round(train_s, 1),
                      "tokens_per_s": sum(h["tokens"] for h in result.history) / train_s})
         print(f"{name:28} books loss {before:.3f} → {after:.3f}   max grad norm "
               f"{max(norms):.2f}   {train_s:.0f} s", flush=True)
+        for prompt, text in zip(PROMPTS, texts, strict=True):
+            print(f"    {prompt!r} → {text!r}", flush=True)
     write_json_atomic(Path(args.out), {"model": args.model, "steps": args.steps,
                                        "anneal_steps": args.anneal, "eval_segments": args.eval,
                                        "machine": platform.platform(), "results": rows})

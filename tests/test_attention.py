@@ -33,12 +33,16 @@ def test_mask_table():
     assert diff[2].tolist() == [True, True, True, True, False]  # target bidirectional
     assert diff[0].tolist() == [True, True, False, False, False]  # input never sees targets
     assert diff[4].tolist() == [False, False, False, False, True]  # padding: itself only
+    causal_in = allowed_keys(roles, roles, "diffusion-causal-input")[0]
+    assert causal_in[0].tolist() == [True, False, False, False, False]  # input causal
+    assert causal_in[1].tolist() == [True, True, False, False, False]
+    assert causal_in[2].tolist() == diff[2].tolist()  # target bidirectional
     with pytest.raises(ValueError, match="unknown attention mode"):
         allowed_keys(roles, roles, "sideways")
 
 
 @pytest.mark.parametrize("arch", DECODER_ARCHS)
-@pytest.mark.parametrize("mode", ["causal", "prefix", "diffusion"])
+@pytest.mark.parametrize("mode", ["causal", "prefix", "diffusion", "diffusion-causal-input"])
 def test_target_change_never_changes_inputs(arch, mode):
     bb = Backbone(tiny_model(arch))
     batch = collate(EXAMPLES, 0)
@@ -113,7 +117,7 @@ def test_causal_mode_equals_the_original_model(arch):
 
 
 @pytest.mark.parametrize("arch", ALL_ARCHS)
-@pytest.mark.parametrize("mode", ["causal", "prefix", "diffusion"])
+@pytest.mark.parametrize("mode", ["causal", "prefix", "diffusion", "diffusion-causal-input"])
 @pytest.mark.parametrize("shift", [False, True])
 def test_prefix_cache_and_batching_match_full_forward(arch, mode, shift):
     bb = Backbone(tiny_model(arch))

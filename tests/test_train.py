@@ -128,3 +128,17 @@ def test_default_corpus_mixes_books_and_code_or_falls_back_to_code(monkeypatch):
     assert all(p.suffix == ".py" for p in streams[1][0]) and len(streams[1][0]) > 100
     monkeypatch.setattr(runs, "default_text_files", lambda: [])
     assert [w for _, w in runs.corpus_files(cfg)] == [1.0]
+
+
+def test_causal_input_diffusion_is_saved_and_sampled_with_its_mask(tmp_path):
+    cfg = _cfg(tmp_path, "objective.kind=diffusion", "objective.attention=causal",
+               "objective.shift=true", "objective.anneal_steps=2", "train.steps=3",
+               "train.batch_size=4")
+    result = run_training(cfg)
+    from ar2diff.generation import DecodeOptions, TextGenerator
+
+    gen = TextGenerator.load(str(result.model_dir))
+    assert gen.meta["attention"] == "diffusion-causal-input"
+    opts = DecodeOptions(mode="diffusion", max_new_tokens=6, steps=2)
+    assert gen.diffusion_config(opts).mode == "diffusion-causal-input"
+    assert len(gen.generate(["1 2 3"], opts)[0]) == 1

@@ -63,7 +63,7 @@ class ObjectiveConfig:
 
     kind: str = "diffusion"  # ar | diffusion
     format: str = "prefix"  # causal | prefix | span (span corruption) | task
-    attention: str = "prefix"  # AR attention over the input: causal | prefix
+    attention: str = "prefix"  # attention over the input: prefix (bidirectional) | causal
     unroll: int = 2  # SUNDAE L(1:unroll); 1 = single pass
     shift: bool = False  # diffusion: position i predicts token i+1, as an AR head
     anneal_steps: int = 0  # diffusion: anneal attention from causal to bidirectional over K steps

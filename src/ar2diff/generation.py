@@ -97,6 +97,11 @@ class TextGenerator:
             out.append([r.tokens for r in res])
         return [[o[i] for o in out] for i in range(len(inputs))]
 
+    def diffusion_mode(self) -> str:
+        """The diffusion mask the model was trained with (``diffusion`` for AR models)."""
+        mode = self.meta.get("attention", "diffusion")
+        return mode if mode.startswith("diffusion") else "diffusion"
+
     def diffusion_config(self, opts: DecodeOptions) -> DiffusionSampling:
         defaults = self.meta.get("sample", {})
         return DiffusionSampling(
@@ -108,6 +113,7 @@ class TextGenerator:
             shift=bool(self.meta.get("shift", False)),
             seed=opts.seed,
             early_stop=opts.early_stop,
+            mode=self.diffusion_mode(),
         )
 
     def generate(self, prompts: list[str], opts: DecodeOptions) -> list[list[str]]:

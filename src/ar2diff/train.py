@@ -26,6 +26,7 @@ from ar2diff.config import RunConfig, save_config
 from ar2diff.data.batching import Batch, collate
 from ar2diff.data.sources import HELD_OUT, ExampleSource
 from ar2diff.errors import Ar2DiffError
+from ar2diff.models.attention import diffusion_mode
 from ar2diff.models.backbone import Backbone
 from ar2diff.models.checkpoint import load_model, save_model, verify_folder, write_json_atomic
 from ar2diff.noise import example_generator
@@ -76,7 +77,8 @@ def objective_loss(backbone: Backbone, batch: Batch, indices: list[int], config:
     anneal = None
     if step is not None and step < o.anneal_steps:
         anneal = ((step + 1) / (o.anneal_steps + 1), example_generator(config.train.seed, indices[0], 5))
-    return sundae_loss(backbone, batch, noise_vocab, gens, o.unroll, o.shift, anneal)
+    return sundae_loss(backbone, batch, noise_vocab, gens, o.unroll, o.shift, anneal,
+                       diffusion_mode(o.attention))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -301,7 +303,7 @@ def _meta_from_config(config: RunConfig, meta: dict) -> dict:
     o, s = config.objective, config.sample
     return {
         "kind": o.kind,
-        "attention": "diffusion" if o.kind == "diffusion" else (
+        "attention": diffusion_mode(o.attention) if o.kind == "diffusion" else (
             "causal" if o.format == "causal" else o.attention),
         "shift": True if o.kind == "ar" else o.shift,
         "target_length": config.data.target_length,

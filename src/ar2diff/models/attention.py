@@ -8,6 +8,9 @@ A sequence is described by the *role* of each position: ``PAD`` (not attended), 
   position and the targets at or before them (prefix LM, AR decoding of the target).
 * ``diffusion``: input positions see each other bidirectionally; target positions see every
   input position and every target position (SUNDAE denoising).
+* ``diffusion-causal-input``: as ``diffusion``, but input positions see only the inputs at or
+  before them, as in the AR model an AR2Diff run starts from (its input representations stay
+  the ones it was trained to produce).
 
 In no mode does an input position see a target position, so input outputs never depend on
 targets. The masks are layout-agnostic: inputs may be left- or right-padded and the target may
@@ -21,8 +24,8 @@ from typing import Literal
 import torch
 
 PAD, INPUT, TARGET = 0, 1, 2
-Mode = Literal["causal", "prefix", "diffusion"]
-MODES: tuple[str, ...] = ("causal", "prefix", "diffusion")
+Mode = Literal["causal", "prefix", "diffusion", "diffusion-causal-input"]
+MODES: tuple[str, ...] = ("causal", "prefix", "diffusion", "diffusion-causal-input")
 
 
 def allowed_keys(
@@ -54,24 +57,33 @@ def allowed_keys(
         ok = k_at <= q_at
     elif mode == "prefix":
         ok = torch.where(q_role == INPUT, k_role == INPUT, (k_role == INPUT) | (k_at <= q_at))
-    else:
+    elif mode == "diffusion":
         ok = torch.where(q_role == INPUT, k_role == INPUT, key_valid)
+    else:
+        ok = torch.where(q_role == INPUT, (k_role == INPUT) & (k_at <= q_at), key_valid)
     ok = ok & key_valid
     # A padding query attends to itself only, so that no row is empty.
     self_key = k_at == q_at
     return torch.where(q_role == PAD, self_key, ok)
 
 
-def annealed_keys(roles: torch.Tensor, fraction: float, gen: torch.Generator) -> torch.Tensor:
-    """Between prefix and diffusion: each future target→target link is open with ``fraction``.
+def annealed_keys(roles: torch.Tensor, fraction: float, gen: torch.Generator,
+                  mode: str = "diffusion") -> torch.Tensor:
+    """Between AR and ``mode``: each future target→target link is open with ``fraction``.
 
     Attention-mask annealing (as in DiffuLLaMA) moves an AR model to bidirectional attention
-    gradually: at 0 this is the ``prefix`` mask, at 1 the ``diffusion`` mask.
+    gradually: at 0 this is the ``prefix`` mask (``causal`` for ``diffusion-causal-input``),
+    at 1 the ``mode`` mask.
     """
-    prefix = allowed_keys(roles, roles, "prefix")
-    full = allowed_keys(roles, roles, "diffusion")
+    prefix = allowed_keys(roles, roles, "prefix" if mode == "diffusion" else "causal")
+    full = allowed_keys(roles, roles, mode)
     opened = (torch.rand(full.shape, generator=gen) < fraction).to(full.device)
     return prefix | (full & opened)
+
+
+def diffusion_mode(input_attention: str) -> str:
+    """The diffusion mask for an input attention of ``prefix`` (bidirectional) or ``causal``."""
+    return "diffusion" if input_attention == "prefix" else "diffusion-causal-input"
 
 
 def position_ids(roles: torch.Tensor) -> torch.Tensor:

@@ -111,7 +111,7 @@ class Backbone(nn.Module):
         if shift and bool((batch.input_mask.sum(1) == 0).any()):
             raise ValueError("shift=True needs at least one input token (e.g. BOS) per example")
         allowed = (allowed_keys(roles, roles, mode) if anneal is None
-                   else annealed_keys(roles, *anneal))
+                   else annealed_keys(roles, *anneal, mode))
         mask = self._mask(allowed, self._dtype())
         return self(tokens, mask, position_ids(roles), (tgt_cols - int(shift)).clamp(min=0))
 

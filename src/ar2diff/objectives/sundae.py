@@ -23,18 +23,20 @@ def sundae_loss(
     unroll: int = 2,
     shift: bool = False,
     anneal: tuple[float, torch.Generator] | None = None,
+    mode: str = "diffusion",
 ) -> tuple[torch.Tensor, int]:
     """Summed L(1:unroll) token loss (averaged over passes) and the number of target tokens.
 
     ``generators`` holds one generator per example for the corruption; ``anneal`` =
-    (fraction, generator) opens only that fraction of future target links (mask annealing).
+    (fraction, generator) opens only that fraction of future target links (mask annealing);
+    ``mode`` is the diffusion attention mask (``diffusion`` or ``diffusion-causal-input``).
     """
     fed = uniform_corrupt(batch.target_ids, vocab_size, generators)
     batch = batch.to(backbone.device)
     x0, mask = batch.target_ids, batch.target_mask
     total = torch.zeros((), device=backbone.device)
     for k in range(unroll):
-        logits = backbone.target_logits(batch, fed, "diffusion", shift, anneal)
+        logits = backbone.target_logits(batch, fed, mode, shift, anneal)
         total = total + F.cross_entropy(logits[mask].float(), x0[mask], reduction="sum")
         if k + 1 < unroll:
             fed = torch.where(mask, logits.detach().argmax(-1), x0)

@@ -35,6 +35,7 @@ class DiffusionSampling:
     shift: bool = False
     seed: int = 0
     early_stop: bool = False
+    mode: str = "diffusion"  # or diffusion-causal-input: the mask the model was trained with
 
 
 @dataclass
@@ -73,9 +74,9 @@ def _step(backbone: Backbone, state, x: torch.Tensor, cfg: DiffusionSampling,
     """
     n, length = cfg.samples, x.shape[1]
     if backbone.is_encoder_decoder:  # its decoder returns logits already
-        hidden, head = backbone.logits_from_prefix(state, x, "diffusion", cfg.shift), None
+        hidden, head = backbone.logits_from_prefix(state, x, cfg.mode, cfg.shift), None
     else:
-        hidden = backbone.hidden_from_prefix(state, x, "diffusion", cfg.shift)
+        hidden = backbone.hidden_from_prefix(state, x, cfg.mode, cfg.shift)
         head = backbone.head
     chunk = max(1, LOGITS_BUDGET // (n * backbone.vocab_size))
     new, logp = x.clone(), torch.zeros(x.shape)
@@ -119,7 +120,7 @@ def diffusion_generate(
     """
     n, length = cfg.samples, cfg.target_length
     batch = collate([Example(tuple(x), ()) for x in inputs], pad_id)
-    state = backbone.encode_prefix(batch.input_ids, batch.input_mask, "diffusion")
+    state = backbone.encode_prefix(batch.input_ids, batch.input_mask, cfg.mode)
     state = state.repeat_interleave(n)
     gens = [example_generator(cfg.seed, prompt_key(x)) for x in inputs]
     x = torch.cat([uniform_tokens((n, length), noise_vocab, g) for g in gens])
