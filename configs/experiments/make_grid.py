@@ -83,10 +83,11 @@ def grid(scale: str) -> dict:
             f"objective.kind={kind}", "objective.attention=prefix"]}
 
     def ev(name, model, key, table, row, mode, paper=None, decode=None):
-        for task, metric, col, limit, split, sx in s.get("extra_evals", {}).get(key, []):
+        extra = s.get("extra_evals", {}).get(key, [])
+        for task, metric, col, limit, split, sx in extra:  # the paper's own test set
             ev1(f"{name}-{sx}", model, (task, metric, col, limit, split), table, row, mode,
-                None, decode)
-        ev1(name, model, s["tasks"][key], table, row, mode, paper, decode)
+                paper, decode)
+        ev1(name, model, s["tasks"][key], table, row, mode, None if extra else paper, decode)
 
     def ev1(name, model, task_spec, table, row, mode, paper=None, decode=None):
         task, metric, col, limit, split = task_spec[:5]

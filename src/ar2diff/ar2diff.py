@@ -1,10 +1,11 @@
 """AR2Diff: turn a pretrained autoregressive LM into a diffusion model.
 
 1. Start from any decoder-only causal LM (``--model``: HF folder, .gguf, hub id, smollm2-135m).
-2. ``adapt``: switch its attention to the diffusion mask (input bidirectional, targets
-   bidirectional) and continue pretraining N steps with the diffusion prefix-LM objective on
-   text + code (AR2Diff_N). Optional: the "shift" (position i predicts token i+1, as the AR head
-   was trained) and attention-mask annealing from causal to bidirectional over K steps.
+2. ``adapt``: switch its attention to the diffusion mask (targets bidirectional; the input
+   causal by default, bidirectional as in the paper with ``objective.attention=prefix``) and
+   continue pretraining N steps with the diffusion prefix-LM objective on text + code
+   (AR2Diff_N). Defaults, measured in ``docs/ar2diff.md``: the "shift" (position i predicts
+   token i+1, as the AR head was trained) and attention-mask annealing over the first K steps.
 3. ``finetune``: train on an end task as a diffusion (or AR) model. Fine-tuning the AR
    checkpoint directly as diffusion is AR2Diff_0.
 
@@ -44,7 +45,10 @@ def finetune_config(model: str, task: str, mode: str, out: str, steps: int | Non
     extra = [f"model.pretrained={model}", f"data.task={task}", f"objective.kind={mode}",
              f"train.out_dir={out}"]
     if is_ar2diff_folder(model) and load_meta(Path(model)).get("kind") == "diffusion":
-        extra.append(f"objective.shift={str(bool(load_meta(Path(model)).get('shift'))).lower()}")
+        meta = load_meta(Path(model))  # keep the layout the model was adapted with
+        extra.append(f"objective.shift={str(bool(meta.get('shift'))).lower()}")
+        causal_input = meta.get("attention") == "diffusion-causal-input"
+        extra.append(f"objective.attention={'causal' if causal_input else 'prefix'}")
     if steps:
         extra.append(f"train.steps={steps}")
     return load_config(preset("finetune"), [*extra, *(overrides or [])])

@@ -40,6 +40,9 @@ def load_experiment(path: str | Path) -> dict[str, Any]:
     return spec
 
 
+LABELS = ("table", "row", "col", "paper")  # report-only fields of an evaluation
+
+
 class Experiment:
     """Runs the models and evaluations of an experiment spec under ``out``."""
 
@@ -100,7 +103,8 @@ class Experiment:
     def evaluate(self, name: str, entry: dict[str, Any]) -> dict[str, Any]:
         """Run (or reuse) one evaluation; returns its stored result."""
         path = self.out / "results" / f"{name}.json"
-        fingerprint = _digest({"entry": entry, "model": self.fingerprint(entry["model"])})
+        fingerprint = _digest({"entry": {k: v for k, v in entry.items() if k not in LABELS},
+                               "model": self.fingerprint(entry["model"])})
         if path.is_file():
             stored = json.loads(path.read_text(encoding="utf-8"))
             if stored.get("fingerprint", fingerprint) == fingerprint:
