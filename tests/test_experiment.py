@@ -88,3 +88,24 @@ def test_shipped_grids_are_valid(scale):
         for f in findings:
             for ref in (f["better"], f["worse"]):
                 assert tuple(s.strip() for s in ref.split("/")) in cells, ref
+
+
+def test_the_same_evaluation_in_two_tables_runs_once(tmp_path, monkeypatch):
+    import ar2diff.evaluate as evaluate
+
+    calls = []
+    real = evaluate.evaluate_task
+    monkeypatch.setattr(evaluate, "evaluate_task", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cell = {"model": "ar", "task": "squad", "limit": 2, "metric": "f1",
+            "decode": {"mode": "ar", "max_new_tokens": 3}}
+    spec = {"name": "dedup",
+            "models": {"ar": {"overrides": [*FT, "objective.kind=ar", "train.steps=2"]}},
+            "evaluations": {"a": {**cell, "table": "Table 2", "row": "AR", "col": "F1"},
+                            "b": {**cell, "table": "Table 3", "row": "T=10", "col": "F1",
+                                  "paper": 1.0}}}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    summary = run_experiment(path, tmp_path / "out")
+    assert len(calls) == 1
+    values = [c["value"] for t in summary["tables"].values() for c in t]
+    assert len(values) == 2 and values[0] == values[1]

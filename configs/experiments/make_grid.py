@@ -27,9 +27,9 @@ SCALES = {
         # pretrained SmolLM2-135M (AR, AR2Diff_0, AR2Diff_N) on subsets of the test sets.
         "pretrained": {
             "model": "smollm2-135m", "label": "SmolLM2-135M", "adapt_steps": 30,
-            "finetune_steps": 20,
+            "finetune_steps": 20, "dtype": "bfloat16",
             "tasks": {"qa": ("squad", "f1", "SQuAD F1", 40, "test", 192, 16),
-                      "code": ("mbpp", "pass@1", "MBPP pass@1", 20, "test", 160, 128)},
+                      "code": ("mbpp", "pass@1", "MBPP pass@1", 20, "test", 160, 96)},
         },
     },
     "base": {
@@ -89,10 +89,12 @@ def grid(scale: str) -> dict:
                 paper, decode)
         ev1(name, model, s["tasks"][key], table, row, mode, None if extra else paper, decode)
 
-    def ev1(name, model, task_spec, table, row, mode, paper=None, decode=None):
+    def ev1(name, model, task_spec, table, row, mode, paper=None, decode=None, dtype=None):
         task, metric, col, limit, split = task_spec[:5]
         entry = {"model": model, "task": task, "split": split, "limit": limit, "metric": metric,
                  "table": table, "row": row, "col": col, "decode": {"mode": mode, **(decode or {})}}
+        if dtype:
+            entry["dtype"] = dtype
         if limit is None:
             del entry["limit"]
         if metric == "pass@1":
@@ -156,9 +158,13 @@ def grid(scale: str) -> dict:
             "timing": {**s["timing"], "prompt_tokens": 64, "dtype": "float32"}}
 
 
-def pretrained_cells(p: dict, models: dict, ev1) -> None:
+def pretrained_cells(p: dict, models: dict, ev_any) -> None:
     """Table 2 and 3 cells for QA and code that start from a real pretrained AR model."""
     label, n = p["label"], p["adapt_steps"]
+
+    def ev1(*args):
+        ev_any(*args, dtype=p["dtype"])
+
     flags = ["train.eval_every=0", "train.save_every=0", "train.progress=false", "train.seed=0"]
     models[f"adapt{n}-pt"] = {"from": p["model"], "preset": "adapt", "common": False,
                               "overrides": [*flags, f"train.steps={n}"]}

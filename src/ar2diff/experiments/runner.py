@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from ar2diff.config import load_config
@@ -50,6 +51,7 @@ class Experiment:
         self.spec, self.out, self.spec_path = spec, out, spec_path
         self.common: list[str] = list(spec.get("common", []))
         self.log: list[str] = []
+        self.done: dict[str, dict] = {}  # evaluation results by fingerprint
 
     def fingerprint(self, name: str) -> str:
         """A hash of how model ``name`` is made, including the models it starts from."""
@@ -108,14 +110,23 @@ class Experiment:
         if path.is_file():
             stored = json.loads(path.read_text(encoding="utf-8"))
             if stored.get("fingerprint", fingerprint) == fingerprint:
+                self.done[fingerprint] = stored
                 return stored
             print(f"[experiment] {name}: its spec changed since it was run; rerunning", flush=True)
+        if fingerprint in self.done:  # the same evaluation under another name (another table)
+            result = {**self.done[fingerprint], "setup": {**self.done[fingerprint]["setup"],
+                                                          **entry}}
+            write_json_atomic(path, result)
+            return result
         from ar2diff.data.tasks import load_task
         from ar2diff.evaluate import evaluate_task
         from ar2diff.generation import DecodeOptions, TextGenerator
 
         model = self.model_dir(entry["model"])
-        gen = TextGenerator.load(str(model))
+        dtype = entry.get("dtype", "float32")
+        if dtype not in ("float32", "bfloat16"):
+            raise Ar2DiffError(f"evaluation {name}: dtype {dtype!r} is not float32 or bfloat16")
+        gen = TextGenerator.load(str(model), getattr(torch, dtype))
         opts = DecodeOptions(chat=False, **entry.get("decode", {}))
         examples = load_task(entry["task"], entry.get("split", "test"), limit=entry.get("limit"))
         ks = entry.get("k", [1])
@@ -127,6 +138,7 @@ class Experiment:
         result["seconds"] = time.perf_counter() - start
         result["setup"] = {**entry, "model_dir": str(model), "decode": dataclasses.asdict(opts)}
         result["fingerprint"] = fingerprint
+        self.done[fingerprint] = result
         write_json_atomic(path, result)
         return result
 
