@@ -91,10 +91,11 @@ def test_beam_finds_a_likelier_sequence_than_greedy_without_length_penalty():
             assert _logprob(bb, p, b[0]) >= _logprob(bb, p, g[0]) - 1e-4
 
 
-@pytest.mark.parametrize("arch", ["llama", "t5"])
-def test_diffusion_is_seeded_and_batch_independent(arch):
+@pytest.mark.parametrize("arch,penalty", [("llama", 1.0), ("t5", 1.0), ("llama", 1.5)])
+def test_diffusion_is_seeded_and_batch_independent(arch, penalty):
     bb = Backbone(tiny_model(arch))
-    cfg = DiffusionSampling(steps=4, samples=3, target_length=7, seed=1, temperature=0.7)
+    cfg = DiffusionSampling(steps=4, samples=3, target_length=7, seed=1, temperature=0.7,
+                            repetition_penalty=penalty)
     batched = diffusion_generate(bb, PROMPTS, cfg, 40, PAD, EOS)
     again = diffusion_generate(bb, PROMPTS, cfg, 40, PAD, EOS)
     assert [r.all_samples for r in batched] == [r.all_samples for r in again]
@@ -125,6 +126,18 @@ def test_diffusion_runs_t_steps_from_uniform_noise(monkeypatch):
     counts = torch.bincount(start.flatten(), minlength=40).float()
     assert counts.min() > 0  # every vocabulary entry can appear
     assert counts.std() / counts.mean() < 0.3
+
+
+def test_repetition_penalty_hits_tokens_found_at_other_positions():
+    from ar2diff.sampling.diffusion import penalize_repeats
+
+    current = torch.tensor([[1, 2, 2, 3]])  # one sample, vocabulary of 5
+    counts = torch.bincount(current[0], minlength=5)[None]
+    out = penalize_repeats(torch.zeros((1, 4, 5)), current, counts, 4.0)[0].exp()
+    # position 0 holds token 1: tokens 2 and 3 stand elsewhere (probability / 4); its own 1 not
+    assert out[0].tolist() == pytest.approx([1, 1, 0.25, 0.25, 1])
+    # position 1 holds one of two 2s: the other 2 counts, and so do 1 and 3
+    assert out[1].tolist() == pytest.approx([1, 0.25, 0.25, 0.25, 1])
 
 
 def test_chunked_output_projection_matches_whole(monkeypatch):

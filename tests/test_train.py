@@ -142,3 +142,17 @@ def test_causal_input_diffusion_is_saved_and_sampled_with_its_mask(tmp_path):
     opts = DecodeOptions(mode="diffusion", max_new_tokens=6, steps=2)
     assert gen.diffusion_config(opts).mode == "diffusion-causal-input"
     assert len(gen.generate(["1 2 3"], opts)[0]) == 1
+
+
+@pytest.mark.parametrize("attention,expected", [("diffusion-causal-input", "causal"),
+                                                ("diffusion", "prefix")])
+def test_finetune_keeps_the_layout_the_model_was_adapted_with(tmp_path, attention, expected):
+    import json
+
+    from ar2diff.ar2diff import adapt_config, finetune_config
+
+    assert adapt_config("smollm2-135m", 5, str(tmp_path)).objective.attention == "causal"
+    (tmp_path / "ar2diff.json").write_text(json.dumps(
+        {"kind": "diffusion", "shift": False, "attention": attention}))
+    cfg = finetune_config(str(tmp_path), "squad", "diffusion", str(tmp_path / "ft"))
+    assert (cfg.objective.attention, cfg.objective.shift) == (expected, False)

@@ -41,6 +41,9 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
                    help="AR decoding strategy (default greedy)")
     g.add_argument("--top-p", type=float, default=1.0, help="AR nucleus sampling mass (default 1)")
     g.add_argument("--num-beams", type=int, default=4, help="AR beam width (default 4)")
+    g.add_argument("--repetition-penalty", type=float,
+                   help="diffusion: > 1 discourages tokens repeated within a sample "
+                        "(default: the model's, 1 = off)")
     g.add_argument("--early-stop", action="store_true",
                    help="diffusion: stop once a step changes none of an input's samples")
     g.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
@@ -55,7 +58,7 @@ def decode_options(args: argparse.Namespace):
         mode=args.mode, steps=args.steps, temperature=args.temperature,
         max_new_tokens=args.max_new_tokens, seed=args.seed, strategy=args.strategy,
         top_p=args.top_p, num_beams=args.num_beams, chat=args.chat, early_stop=args.early_stop,
-        parallel=args.samples if diffusion else None,
+        repetition_penalty=args.repetition_penalty, parallel=args.samples if diffusion else None,
         num_return=1 if diffusion or args.samples is None else args.samples,
     )
 

@@ -110,6 +110,7 @@ class SampleConfig:
     temperature: float = 0.2
     samples: int = 8
     max_new_tokens: int = 32
+    repetition_penalty: float = 1.0  # diffusion: > 1 discourages tokens repeated in a sample
 
 
 @dataclass

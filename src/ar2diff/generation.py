@@ -30,6 +30,7 @@ class DecodeOptions:
     num_beams: int = 4
     chat: bool | None = None  # apply the tokenizer's chat template (default: if it has one)
     early_stop: bool = False  # diffusion: stop an input once a step changes none of its samples
+    repetition_penalty: float | None = None  # diffusion; default: the model's (1 = off)
 
 
 class TextGenerator:
@@ -114,6 +115,8 @@ class TextGenerator:
             seed=opts.seed,
             early_stop=opts.early_stop,
             mode=self.diffusion_mode(),
+            repetition_penalty=defaults.get("repetition_penalty", 1.0)
+            if opts.repetition_penalty is None else opts.repetition_penalty,
         )
 
     def generate(self, prompts: list[str], opts: DecodeOptions) -> list[list[str]]:

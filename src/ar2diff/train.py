@@ -308,7 +308,7 @@ def _meta_from_config(config: RunConfig, meta: dict) -> dict:
         "shift": True if o.kind == "ar" else o.shift,
         "target_length": config.data.target_length,
         "sample": {"steps": s.steps, "temperature": s.temperature, "samples": s.samples,
-                   "max_new_tokens": s.max_new_tokens},
+                   "max_new_tokens": s.max_new_tokens, "repetition_penalty": s.repetition_penalty},
         "config": config.to_dict(),
         "ar2diff_version": _version(),
     }

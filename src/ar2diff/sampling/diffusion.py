@@ -3,13 +3,16 @@
 Start from uniformly random target tokens; T times, denoise all target positions at once with
 x ~ softmax(logits / tau). N samples per input run in parallel; the one the model scores best
 (mean log-probability of its tokens under the last step's logits) is returned, cut at the first
-pad / EOS. The input's keys and values are computed once per request (it never attends to the
-target), and every input draws from its own generator, so a batch gives the same results as
-each input alone.
+pad / EOS. An optional repetition penalty divides, at each position, the probability of every
+token that stands at another position of the same sample, which counters the repeated words of
+parallel decoding. The input's keys and values
+are computed once per request (it never attends to the target), and every input draws from its
+own generator, so a batch gives the same results as each input alone.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,6 +29,8 @@ class DiffusionSampling:
     """The paper's defaults: T = 10 steps, tau = 0.2, N = 8 samples.
 
     ``early_stop``: stop denoising an input once a step leaves all its N samples unchanged.
+    ``repetition_penalty``: > 1 divides the probability of tokens found at other positions of
+    the same sample by this factor (before the temperature); 1 turns it off.
     """
 
     steps: int = 10
@@ -36,6 +41,7 @@ class DiffusionSampling:
     seed: int = 0
     early_stop: bool = False
     mode: str = "diffusion"  # or diffusion-causal-input: the mask the model was trained with
+    repetition_penalty: float = 1.0
 
 
 @dataclass
@@ -65,6 +71,19 @@ def _draw(logits: torch.Tensor, temperature: float, u: torch.Tensor) -> torch.Te
     return picked.clamp(max=logits.shape[-1] - 1)
 
 
+def penalize_repeats(logits: torch.Tensor, current: torch.Tensor, counts: torch.Tensor,
+                     penalty: float) -> torch.Tensor:
+    """Penalise, at each position, the tokens that stand at another position of the sample.
+
+    ``logits`` ``[n, c, V]`` for positions holding ``current`` ``[n, c]``; ``counts`` ``[n, V]``
+    counts every token of each whole sample.
+    """
+    present = counts[:, None, :].expand_as(logits) > 0
+    own = current[..., None]
+    present = present.scatter(-1, own, counts.gather(-1, current)[..., None] > 1)
+    return logits - present * math.log(penalty)
+
+
 def _step(backbone: Backbone, state, x: torch.Tensor, cfg: DiffusionSampling,
           gens: list[torch.Generator], active: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
     """One denoising step: new tokens ``[B*N, L]`` and their log-probabilities (at tau = 1).
@@ -85,9 +104,15 @@ def _step(backbone: Backbone, state, x: torch.Tensor, cfg: DiffusionSampling,
             continue
         rows = slice(i * n, (i + 1) * n)
         u = torch.rand((n, length), generator=gen)
+        if cfg.repetition_penalty != 1:
+            counts = torch.zeros((n, backbone.vocab_size), dtype=torch.long)
+            counts.scatter_add_(1, x[rows].cpu(), torch.ones((n, length), dtype=torch.long))
         for lo in range(0, length, chunk):
             part = hidden[rows, lo:lo + chunk]
             logits = (part if head is None else head(part)).float().cpu()
+            if cfg.repetition_penalty != 1:
+                logits = penalize_repeats(logits, x[rows, lo:lo + chunk].cpu(), counts,
+                                          cfg.repetition_penalty)
             tokens = _draw(logits, cfg.temperature, u[:, lo:lo + chunk])
             new[rows, lo:lo + chunk] = tokens
             logp[rows, lo:lo + chunk] = (
