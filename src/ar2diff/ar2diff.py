@@ -60,7 +60,7 @@ def adapt(model: str, steps: int, out: str, data: list[str] | None = None,
     return run_training(adapt_config(model, steps, out, data, overrides), resume=resume)
 
 
-DEMO_PROMPT = "What is the capital of France?"
+DEMO_PROMPT = "The capital of France is"
 
 
 def adapt_demo(out: str, steps: int | None = None, model: str = "smollm2-135m") -> None:
@@ -73,12 +73,13 @@ def adapt_demo(out: str, steps: int | None = None, model: str = "smollm2-135m") 
                               "data.segment_length=64", f"objective.anneal_steps={steps // 3}"])
     base = TextGenerator.load(model)
     adapted = TextGenerator.load(str(result.model_dir))
-    for name, gen, opts in (
-        ("AR (original model, greedy)", base, DecodeOptions(mode="ar", max_new_tokens=32)),
-        ("diffusion (adapted, T=10, N=8)", adapted,
-         DecodeOptions(mode="diffusion", max_new_tokens=32)),
+    for name, gen, opts in (  # plain completion: the adaptation text is plain prose
+        ("AR (original model, greedy)", base,
+         DecodeOptions(mode="ar", max_new_tokens=12, chat=False)),
+        ("diffusion (adapted, T=10, N=8, repetition penalty 3)", adapted,
+         DecodeOptions(mode="diffusion", max_new_tokens=12, chat=False, repetition_penalty=3.0)),
     ):
         start = time.perf_counter()
         text = gen.generate([DEMO_PROMPT], opts)[0][0]
-        print(f"\n{name} — {time.perf_counter() - start:.1f} s\n  Q: {DEMO_PROMPT}\n  A: {text}")
+        print(f"\n{name} — {time.perf_counter() - start:.1f} s\n  {DEMO_PROMPT}…{text}")
     print(f"\nadapted checkpoint saved to {result.model_dir}")
