@@ -9,13 +9,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ar2diff.data.paths import shared_data_dir
 from ar2diff.experiments.runner import run_experiment
+
+needs_data = pytest.mark.skipif(shared_data_dir() is None,
+                                reason="shared data folder (../shared/data) absent")
 
 FT = ["data.source=toy", "data.toy_task=copy", "tokenizer.kind=toy", "model.size=nano",
       "data.target_length=12", "train.batch_size=8", "train.progress=false",
       "train.eval_every=0", "optim.lr=3e-3", "optim.warmup_steps=2"]
 
 
+@needs_data
 def test_grid_runs_resumes_and_reports(tmp_path):
     spec = {
         "name": "unit",
@@ -90,6 +95,7 @@ def test_shipped_grids_are_valid(scale):
                 assert tuple(s.strip() for s in ref.split("/")) in cells, ref
 
 
+@needs_data
 def test_the_same_evaluation_in_two_tables_runs_once(tmp_path, monkeypatch):
     import ar2diff.evaluate as evaluate
 

@@ -148,7 +148,9 @@ def test_bad_input_battery(tmp_path, capsys, trained):
         (["generate", "--model", str(trained), "--prompt", "copy : 1 " * 5000], "too long"),
         (["evaluate", "--task", "squad", "--data", str(_write(tmp_path / "s.json", '{"data": [')),
           "--predictions", str(tmp_path / "p.jsonl"), "--out", str(out / "r.json")], "s.json"),
-        (["evaluate", "--task", "squad", "--limit", "2", "--predictions",
+        (["evaluate", "--task", "squad", "--limit", "2", "--data", str(_write(
+            tmp_path / "ok.json", '{"data": [{"paragraphs": [{"context": "C.", "qas": [{"id": '
+            '"q1", "question": "Q?", "answers": [{"text": "C"}]}]}]}]}')), "--predictions",
           str(_write(tmp_path / "p.jsonl", '{"id": 1\n')), "--out", str(out / "r.json")],
          "p.jsonl"),
         (["evaluate", "--task", "wmt14-en-fr", "--data",
