@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ar2diff.data.paths import shared_data_dir
 from ar2diff.data.toy import toy_vocabulary
 from ar2diff.models.presets import build_model
 from ar2diff.tokenization import special_ids, word_level
@@ -12,6 +13,8 @@ from ar2diff.tokenization import special_ids, word_level
 DECODER_ARCHS = ("llama", "qwen2", "gpt2")
 ALL_ARCHS = (*DECODER_ARCHS, "t5")
 SPECIAL = {"pad": 0, "bos": 1, "eos": 2}
+DATA = shared_data_dir()
+needs_data = pytest.mark.skipif(DATA is None, reason="shared data folder (../shared/data) absent")
 
 
 def tiny_model(arch: str, vocab: int = 40, seed: int = 0, **overrides):

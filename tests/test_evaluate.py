@@ -9,17 +9,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import needs_data
 
 from ar2diff import evaluate as ev
-from ar2diff.data.paths import shared_data_dir
 from ar2diff.data.tasks import TaskExample, load_task
 from ar2diff.errors import Ar2DiffError
 from ar2diff.metrics.bleu import corpus_bleu, corpus_chrf
 from ar2diff.metrics.pass_at_k import CANONICAL_FAILURES, mean_pass_at_k
 from ar2diff.metrics.squad import squad_scores
 
-DATA = shared_data_dir()
-needs_data = pytest.mark.skipif(DATA is None, reason="shared data folder (../shared/data) absent")
 HAS_SANDBOX = importlib.util.find_spec("ar2diff.sandbox") is not None
 needs_sandbox = pytest.mark.skipif(not HAS_SANDBOX, reason="ar2diff.sandbox not available yet")
 

@@ -8,12 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import needs_data
 
-from ar2diff.data.paths import shared_data_dir
 from ar2diff.experiments.runner import run_experiment
-
-needs_data = pytest.mark.skipif(shared_data_dir() is None,
-                                reason="shared data folder (../shared/data) absent")
 
 FT = ["data.source=toy", "data.toy_task=copy", "tokenizer.kind=toy", "model.size=nano",
       "data.target_length=12", "train.batch_size=8", "train.progress=false",

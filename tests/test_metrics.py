@@ -9,8 +9,8 @@ from fractions import Fraction
 
 import pytest
 import sacrebleu
+from conftest import needs_data
 
-from ar2diff.data.paths import shared_data_dir
 from ar2diff.data.tasks import TaskExample, load_task
 from ar2diff.errors import Ar2DiffError
 from ar2diff.metrics import pass_at_k as pk
@@ -44,7 +44,7 @@ def test_bleu_and_chrf_equal_sacrebleu():
     assert sentence_bleu(REFS[0], REFS[0]) == pytest.approx(100.0)
 
 
-@pytest.mark.skipif(shared_data_dir() is None, reason="shared data folder absent")
+@needs_data
 def test_bleu_equals_sacrebleu_on_newstest():
     refs = [ex.target for ex in load_task("wmt14-en-fr", limit=200)]
     hyps = [" ".join(r.split()[::2]) for r in refs]  # every other word: a partial match

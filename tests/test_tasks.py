@@ -9,13 +9,11 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from conftest import DATA, needs_data
 
 from ar2diff.data.paths import shared_data_dir
 from ar2diff.data.tasks import TRANSLATION_PREFIX, TaskExample, load_task, task_names, task_splits
 from ar2diff.errors import Ar2DiffError
-
-DATA = shared_data_dir()
-needs_data = pytest.mark.skipif(DATA is None, reason="shared data folder (../shared/data) absent")
 
 
 @cache

@@ -204,9 +204,9 @@ class Trainer:
             if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
                 self.save_checkpoint()
         bar.close()
-        self.save_checkpoint()
+        weights = self._full_weights()  # gathered once for the last checkpoint and the model
+        self.save_checkpoint(weights)
         model_dir = self.out / "model"
-        weights = self._full_weights()
         if self.rank == 0:
             save_model(model_dir, self.backbone.model, self.tokenizer, self.meta,
                        state_dict=weights)
@@ -215,8 +215,11 @@ class Trainer:
 
     # ---- checkpoints -------------------------------------------------------------------------
 
-    def save_checkpoint(self) -> Path:
-        """Atomically write ``checkpoints/step-N`` and keep the last ``train.keep_last``."""
+    def save_checkpoint(self, weights: dict[str, torch.Tensor] | None = None) -> Path:
+        """Atomically write ``checkpoints/step-N`` and keep the last ``train.keep_last``.
+
+        ``weights``: the FSDP-gathered weights when the caller has them already.
+        """
         state = {
             "step": self.step,
             "optimizer": (distributed.full_optimizer_state(self.backbone.model, self.optimizer)
@@ -231,7 +234,8 @@ class Trainer:
             save_config(self.config, tmp / "config.yaml")
 
         folder = self.out / "checkpoints" / f"step-{self.step:08d}"
-        weights = self._full_weights()
+        if weights is None:
+            weights = self._full_weights()
         if self.rank == 0:
             save_model(folder, self.backbone.model, self.tokenizer, self.meta, extra, weights)
             self._write_log()

@@ -108,10 +108,12 @@ def save_model(target: Path, model, tokenizer, meta: dict[str, Any],
                state_dict: dict[str, Any] | None = None) -> Path:
     """Save model + tokenizer + metadata atomically; ``extra(tmp)`` may add files (e.g. state).
 
-    ``state_dict`` replaces the model's own weights (e.g. weights gathered from FSDP shards).
+    ``state_dict`` replaces the model's own weights (e.g. weights gathered from FSDP shards); it
+    is left as it was (``save_pretrained`` empties the dict it is given), so it can be saved again.
     """
     def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
+        weights = None if state_dict is None else dict(state_dict)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
         tokenizer.save_pretrained(tmp)
         (tmp / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         if extra is not None:

@@ -5,9 +5,9 @@ x ~ softmax(logits / tau). N samples per input run in parallel; the one the mode
 (mean log-probability of its tokens under the last step's logits) is returned, cut at the first
 pad / EOS. An optional repetition penalty divides, at each position, the probability of every
 token that stands at another position of the same sample, which counters the repeated words of
-parallel decoding. The input's keys and values
-are computed once per request (it never attends to the target), and every input draws from its
-own generator, so a batch gives the same results as each input alone.
+parallel decoding. The input's keys and values are computed once per request (it never attends
+to the target), and every input draws from its own generator, so a batch gives the same results
+as each input alone.
 """
 
 from __future__ import annotations
@@ -104,14 +104,15 @@ def _step(backbone: Backbone, state, x: torch.Tensor, cfg: DiffusionSampling,
             continue
         rows = slice(i * n, (i + 1) * n)
         u = torch.rand((n, length), generator=gen)
-        if cfg.repetition_penalty != 1:
+        penalize = cfg.repetition_penalty != 1
+        if penalize:  # token counts of each sample (x lives on the CPU)
             counts = torch.zeros((n, backbone.vocab_size), dtype=torch.long)
-            counts.scatter_add_(1, x[rows].cpu(), torch.ones((n, length), dtype=torch.long))
+            counts.scatter_add_(1, x[rows], torch.ones((n, length), dtype=torch.long))
         for lo in range(0, length, chunk):
             part = hidden[rows, lo:lo + chunk]
             logits = (part if head is None else head(part)).float().cpu()
-            if cfg.repetition_penalty != 1:
-                logits = penalize_repeats(logits, x[rows, lo:lo + chunk].cpu(), counts,
+            if penalize:
+                logits = penalize_repeats(logits, x[rows, lo:lo + chunk], counts,
                                           cfg.repetition_penalty)
             tokens = _draw(logits, cfg.temperature, u[:, lo:lo + chunk])
             new[rows, lo:lo + chunk] = tokens
