@@ -1,5 +1,5 @@
 """AR2Diff adaptation options, measured: shift vs no shift, mask annealing vs immediate switch,
-bidirectional vs causal attention over the input.
+bidirectional vs causal attention over the input, uniform (SUNDAE) vs absorbing-mask noise.
 
 Each variant adapts the same pretrained model for the same steps on the same data, and reports
 the held-out diffusion loss on books text (code fraction 0) before and after, the gradient
@@ -24,7 +24,7 @@ from ar2diff.ar2diff import adapt_config
 from ar2diff.config import RunConfig
 from ar2diff.generation import DecodeOptions, TextGenerator
 from ar2diff.models.checkpoint import write_json_atomic
-from ar2diff.models.factory import load_any
+from ar2diff.models.factory import model_for_run
 from ar2diff.runs import build_source, run_training
 from ar2diff.train import Trainer
 
@@ -36,6 +36,11 @@ VARIANTS = {
     "shift, annealed mask, causal input": ["objective.shift=true",
                                            "objective.anneal_steps={anneal}",
                                            "objective.attention=causal"],
+    "masked noise, shift, annealed mask, causal input": ["objective.noise=mask",
+                                                         "objective.unroll=1",
+                                                         "objective.shift=true",
+                                                         "objective.anneal_steps={anneal}",
+                                                         "objective.attention=causal"],
 }
 PROMPTS = ["It was a dark and stormy night, and the old house", "The capital of France is",
            "She opened the door and"]
@@ -49,9 +54,14 @@ def samples(model_dir: Path) -> list[str]:
 
 
 def books_loss(spec: str, config: RunConfig, n: int) -> float:
-    """Held-out diffusion loss on books text only (the config's objective and shift)."""
-    model, tokenizer, meta = load_any(spec)
+    """Held-out diffusion loss on books text only (the config's objective and shift).
+
+    The loss is the objective's: SUNDAE's cross-entropy over all target tokens, or the masked
+    ELBO; the two are not on one scale (compare samples with ``diffusion_samples.py``).
+    """
     cfg = copy.deepcopy(config)
+    cfg.model.pretrained = spec
+    model, tokenizer, meta = model_for_run(cfg)  # adds the mask token for masked noise
     cfg.data.code_fraction = 0.0
     cfg.train.eval_examples = n
     trainer = Trainer(cfg, model, tokenizer, meta, build_source(cfg, tokenizer))

@@ -60,6 +60,9 @@ def main() -> None:
     p.add_argument("--scorer", default="smollm2-135m", help="AR model that scores fluency")
     p.add_argument("--lengths", type=int, nargs="+", default=[8, 12])
     p.add_argument("--penalties", type=float, nargs="+", default=[1.0, 3.0])
+    p.add_argument("--steps", type=int, default=10, help="diffusion steps T")
+    p.add_argument("--blocks", type=int, nargs="+", default=[0],
+                   help="block lengths for masked models (0 = one block)")
     p.add_argument("--out", default="bench/results/diffusion_samples.json")
     args = p.parse_args()
     gen = TextGenerator.load(args.model, torch.bfloat16)
@@ -69,12 +72,13 @@ def main() -> None:
         ref = [o[0] for o in scorer.generate(PROMPTS, DecodeOptions(mode="ar", chat=False,
                                                                     max_new_tokens=length))]
         settings = [("ar greedy (original model)", ref, 0.0)]
-        for pen in args.penalties:
+        for pen, block in itertools.product(args.penalties, args.blocks):
             opts = DecodeOptions(mode="diffusion", chat=False, max_new_tokens=length,
-                                 repetition_penalty=pen)
+                                 steps=args.steps, repetition_penalty=pen, block_length=block)
             start = time.perf_counter()
             texts = [o[0] for o in gen.generate(PROMPTS, opts)]
-            settings.append((f"diffusion T=10 N=8 tau=0.2 penalty={pen:g}", texts,
+            name = f"diffusion T={args.steps} N=8 tau=0.2 penalty={pen:g}"
+            settings.append((name + (f" block={block}" if block else ""), texts,
                              time.perf_counter() - start))
         for (name, texts, seconds) in settings:
             nll = [ar_nll(scorer, pr, t) for pr, t in itertools.zip_longest(PROMPTS, texts)]
@@ -88,7 +92,8 @@ def main() -> None:
                   f"distinct {row['distinct_mean']:.2f}")
             for prompt, text in zip(PROMPTS, texts, strict=True):
                 print(f"    {prompt!r} → {text!r}")
-    write_json_atomic(Path(args.out), {"model": args.model, "scorer": args.scorer, "rows": rows})
+    write_json_atomic(Path(args.out), {"model": args.model, "scorer": args.scorer,
+                                       "noise": gen.meta.get("noise") or "uniform", "rows": rows})
     print(json.dumps([{k: v for k, v in r.items() if k != "samples"} for r in rows], indent=1))
 
 

@@ -1,4 +1,4 @@
-"""Objectives: example formats, SUNDAE corruption and the AR / L(1:n) losses."""
+"""Objectives: example formats, SUNDAE and mask corruption, the AR / L(1:n) / masked losses."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from conftest import tiny_model
 
 from ar2diff.data.batching import Example, collate
 from ar2diff.models.backbone import Backbone
-from ar2diff.noise import example_generator, uniform_corrupt
+from ar2diff.noise import example_generator, mask_corrupt, uniform_corrupt
 from ar2diff.objectives.ar import ar_loss
 from ar2diff.objectives.causal_lm import causal_lm_example
+from ar2diff.objectives.masked_diffusion import masked_diffusion_loss
 from ar2diff.objectives.prefix_lm import prefix_lm_example
 from ar2diff.objectives.span_corruption import noise_mask, span_corruption_example
 from ar2diff.objectives.sundae import sundae_loss
@@ -125,4 +126,34 @@ def test_sundae_unrolled_second_pass_uses_argmax_without_gradient():
                                     batch.target_ids.reshape(-1), reduction="sum")
     assert float(total) == pytest.approx(float((ce(logits1) + ce(logits2)) / 2), rel=1e-5)
     total.backward()  # gradients flow through both passes' logits, not through the argmax
+    assert all(p.grad is not None for p in bb.model.parameters() if p.requires_grad)
+
+
+def test_mask_corruption_rate_and_determinism():
+    targets = torch.arange(10, 10 + 200).repeat(300, 1)
+    gens = [example_generator(3, i) for i in range(300)]
+    noisy, rates = mask_corrupt(targets, 7, gens)
+    masked = noisy == 7
+    assert torch.equal(torch.where(masked, targets, noisy), targets)  # only masks are new
+    assert float((masked.float().mean(1) - rates).abs().max()) < 0.15  # each row at its rate
+    assert rates.min() >= 1e-3 and rates.max() <= 1 and rates.mean() == pytest.approx(0.5, abs=0.05)
+    again, _ = mask_corrupt(targets[:1], 7, [example_generator(3, 0)])
+    assert torch.equal(again[0], noisy[0])
+
+
+@pytest.mark.parametrize("arch,shift", [("llama", False), ("llama", True), ("t5", False)])
+def test_masked_loss_is_rate_weighted_cross_entropy_over_masked_positions(arch, shift):
+    bb = Backbone(tiny_model(arch))
+    batch = _batch()
+    gens = lambda: [example_generator(0, i) for i in range(2)]  # noqa: E731
+    mode = "diffusion-causal-input" if shift else "diffusion"
+    total, n = masked_diffusion_loss(bb, batch, 39, gens(), shift=shift, mode=mode)
+    assert n == 10  # the token count covers every target position, padding included
+    fed, rates = mask_corrupt(batch.target_ids, 39, gens())
+    logits = bb.target_logits(batch, fed, mode, shift)
+    ce = F.cross_entropy(logits.transpose(1, 2), batch.target_ids, reduction="none")
+    expected = ((fed == 39) * ce / rates[:, None]).sum()
+    assert (fed == 39).any() and (fed != 39).any()
+    assert float(total.detach()) == pytest.approx(float(expected), rel=1e-5)
+    total.backward()
     assert all(p.grad is not None for p in bb.model.parameters() if p.requires_grad)

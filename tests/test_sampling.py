@@ -91,11 +91,13 @@ def test_beam_finds_a_likelier_sequence_than_greedy_without_length_penalty():
             assert _logprob(bb, p, b[0]) >= _logprob(bb, p, g[0]) - 1e-4
 
 
-@pytest.mark.parametrize("arch,penalty", [("llama", 1.0), ("t5", 1.0), ("llama", 1.5)])
-def test_diffusion_is_seeded_and_batch_independent(arch, penalty):
+@pytest.mark.parametrize("arch,penalty,mask_id", [("llama", 1.0, None), ("t5", 1.0, None),
+                                                  ("llama", 1.5, None), ("llama", 1.0, 39),
+                                                  ("t5", 1.5, 39)])
+def test_diffusion_is_seeded_and_batch_independent(arch, penalty, mask_id):
     bb = Backbone(tiny_model(arch))
     cfg = DiffusionSampling(steps=4, samples=3, target_length=7, seed=1, temperature=0.7,
-                            repetition_penalty=penalty)
+                            repetition_penalty=penalty, mask_id=mask_id)
     batched = diffusion_generate(bb, PROMPTS, cfg, 40, PAD, EOS)
     again = diffusion_generate(bb, PROMPTS, cfg, 40, PAD, EOS)
     assert [r.all_samples for r in batched] == [r.all_samples for r in again]
@@ -161,6 +163,56 @@ def test_early_stop_at_a_fixed_point_changes_nothing():
                                                                  "early_stop": True}), 40, PAD, EOS)
     assert [r.all_samples for r in early] == [r.all_samples for r in full]
     assert all(r.steps < 12 for r in early) and all(r.steps == 12 for r in full)
+
+
+def test_masked_diffusion_reveals_an_equal_share_per_step_and_keeps_revealed_tokens(monkeypatch):
+    bb = Backbone(tiny_model("llama"))
+    calls = []
+    original = bb.hidden_from_prefix
+
+    def spy(state, fed, mode, shift):
+        calls.append(fed.clone())
+        return original(state, fed, mode, shift)
+
+    monkeypatch.setattr(bb, "hidden_from_prefix", spy)
+    cfg = DiffusionSampling(steps=4, samples=3, target_length=7, mask_id=39, temperature=0.5)
+    res = diffusion_generate(bb, PROMPTS[:1], cfg, 40, PAD, EOS)[0]
+    assert torch.equal(calls[0], torch.full((3, 7), 39))  # starts from all masks
+    masked = [int((c == 39).sum(1)[0]) for c in calls]
+    assert masked == [7, 5, 3, 1] and all(bool(((c == 39).sum(1) == m).all())
+                                          for c, m in zip(calls, masked, strict=True))
+    for before, after in zip(calls, calls[1:], strict=False):  # revealed tokens never change again
+        kept = before != 39
+        assert torch.equal(after[kept], before[kept])
+    assert res.steps == 4 and all(39 not in s for s in res.all_samples)
+
+
+def test_masked_diffusion_stops_once_every_position_is_revealed():
+    bb = Backbone(tiny_model("llama"))
+    cfg = DiffusionSampling(steps=10, samples=2, target_length=6, mask_id=39, seed=3)
+    assert [r.steps for r in diffusion_generate(bb, PROMPTS, cfg, 40, PAD, EOS)] == [6] * 3
+
+
+def test_reveal_keeps_the_most_confident_masked_positions():
+    from ar2diff.sampling.diffusion import _reveal
+
+    x = torch.tensor([[9, 5, 9, 9]])  # mask id 9; position 1 already revealed
+    drawn = torch.tensor([[1, 2, 3, 4]])
+    drawn_logp = torch.tensor([[-0.5, 0.0, -2.0, -0.1]])
+    new, logp = _reveal(x, drawn, drawn_logp, torch.zeros(1, 4), 9, (0, 4, 2))
+    assert new.tolist() == [[1, 5, 9, 4]]  # ceil(3 / 2) = 2 positions: the two most confident
+    assert logp[0].tolist() == pytest.approx([-0.5, 0.0, 0.0, -0.1])
+    new, _ = _reveal(x, drawn, drawn_logp, torch.zeros(1, 4), 9, (0, 3, 2))  # block [0, 3)
+    assert new.tolist() == [[1, 5, 9, 9]]  # ceil(2 / 2) = 1 position, inside the block
+
+
+def test_reveal_plan_shares_steps_over_blocks_left_to_right():
+    from ar2diff.sampling.diffusion import reveal_plan
+
+    assert reveal_plan(6, 3, 0) == [(0, 6, 3), (0, 6, 2), (0, 6, 1)]
+    assert reveal_plan(4, 10, 0) == [(0, 4, 4), (0, 4, 3), (0, 4, 2), (0, 4, 1)]  # ≤ 1 per token
+    assert reveal_plan(7, 5, 3) == [(0, 3, 2), (0, 3, 1), (3, 6, 2), (3, 6, 1), (6, 7, 1)]
+    assert reveal_plan(6, 2, 2) == [(0, 2, 1), (2, 4, 1), (4, 6, 1)]  # at least one per block
 
 
 def test_cut_at_first_pad_or_eos():

@@ -156,3 +156,51 @@ def test_finetune_keeps_the_layout_the_model_was_adapted_with(tmp_path, attentio
         {"kind": "diffusion", "shift": False, "attention": attention}))
     cfg = finetune_config(str(tmp_path), "squad", "diffusion", str(tmp_path / "ft"))
     assert (cfg.objective.attention, cfg.objective.shift) == (expected, False)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2", "t5"])
+def test_mask_token_is_added_without_changing_other_logits(arch, toy_tokenizer):
+    from conftest import tiny_model
+
+    from ar2diff.models.factory import add_mask_token
+
+    n = len(toy_tokenizer)
+    model = tiny_model(arch, vocab=n)
+    ids = torch.tensor([[1, 5, 6, 7]])
+    kwargs = {"decoder_input_ids": ids} if arch == "t5" else {}
+    with torch.no_grad():
+        before = model(input_ids=ids, **kwargs).logits
+    mask_id = add_mask_token(model, toy_tokenizer)
+    assert mask_id == n and toy_tokenizer.mask_token_id == n and len(toy_tokenizer) == n + 1
+    emb = model.get_input_embeddings().weight
+    assert emb.shape[0] >= n + 1
+    assert torch.allclose(emb[mask_id], emb[:mask_id].mean(0))
+    with torch.no_grad():
+        after = model(input_ids=ids, **kwargs).logits
+    assert float((after[..., :n] - before[..., :n]).abs().max()) <= 1e-5
+    assert add_mask_token(model, toy_tokenizer) == mask_id and len(toy_tokenizer) == n + 1
+
+
+def test_masked_diffusion_trains_saves_and_samples_with_its_mask_token(tmp_path):
+    from ar2diff.ar2diff import finetune_config
+    from ar2diff.generation import DecodeOptions, TextGenerator
+
+    cfg = _cfg(tmp_path, "objective.noise=mask", "objective.unroll=1", "train.steps=40",
+               "train.batch_size=16", "train.eval_every=40", "train.eval_examples=32",
+               "data.toy_task=copy")
+    result = run_training(cfg)
+    first = sum(r["loss"] for r in result.history[:5]) / 5
+    last = sum(r["loss"] for r in result.history[-5:]) / 5
+    assert last < 0.7 * first
+    gen = TextGenerator.load(str(result.model_dir))
+    mask_id = gen.tokenizer.mask_token_id
+    assert gen.meta["noise"] == "mask" and gen.meta["mask_id"] == mask_id
+    assert gen.backbone.model.get_input_embeddings().weight.shape[0] == len(gen.tokenizer)
+    opts = DecodeOptions(mode="diffusion", max_new_tokens=6, steps=3)
+    assert gen.diffusion_config(opts).mask_id == mask_id
+    ids = gen.generate_ids([gen.encode_prompt("copy : 1 2 3", chat=False)], opts)[0][0]
+    assert mask_id not in ids and len(ids) <= 6
+    ft = finetune_config(str(result.model_dir), "squad", "diffusion", str(tmp_path / "ft"))
+    assert ft.objective.noise == "mask"
+    with pytest.raises(Ar2DiffError, match="objective.noise"):
+        _cfg(tmp_path, "objective.noise=gaussian")

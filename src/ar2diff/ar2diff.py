@@ -49,6 +49,7 @@ def finetune_config(model: str, task: str, mode: str, out: str, steps: int | Non
         extra.append(f"objective.shift={str(bool(meta.get('shift'))).lower()}")
         causal_input = meta.get("attention") == "diffusion-causal-input"
         extra.append(f"objective.attention={'causal' if causal_input else 'prefix'}")
+        extra.append(f"objective.noise={meta.get('noise') or 'uniform'}")
     if steps:
         extra.append(f"train.steps={steps}")
     return load_config(preset("finetune"), [*extra, *(overrides or [])])

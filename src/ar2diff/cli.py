@@ -44,6 +44,9 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
     g.add_argument("--repetition-penalty", type=float,
                    help="diffusion: > 1 discourages tokens repeated within a sample "
                         "(default: the model's, 1 = off)")
+    g.add_argument("--block-length", type=int,
+                   help="masked diffusion: reveal blocks of this many tokens left to right, "
+                        "sharing the T steps (default: the model's, 0 = one block)")
     g.add_argument("--early-stop", action="store_true",
                    help="diffusion: stop once a step changes none of an input's samples")
     g.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
@@ -58,7 +61,8 @@ def decode_options(args: argparse.Namespace):
         mode=args.mode, steps=args.steps, temperature=args.temperature,
         max_new_tokens=args.max_new_tokens, seed=args.seed, strategy=args.strategy,
         top_p=args.top_p, num_beams=args.num_beams, chat=args.chat, early_stop=args.early_stop,
-        repetition_penalty=args.repetition_penalty, parallel=args.samples if diffusion else None,
+        repetition_penalty=args.repetition_penalty, block_length=args.block_length,
+        parallel=args.samples if diffusion else None,
         num_return=1 if diffusion or args.samples is None else args.samples,
     )
 
@@ -99,7 +103,8 @@ def _configure_adapt(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides on the adapt preset, e.g. objective.shift=false")
+                   help="config overrides on the adapt preset, e.g. objective.shift=false or "
+                        "objective.noise=mask (absorbing-mask diffusion)")
 
 
 @command("adapt", "AR2Diff step 2: adapt a pretrained AR model to diffusion (continued pretraining)")

@@ -64,7 +64,8 @@ class ObjectiveConfig:
     kind: str = "diffusion"  # ar | diffusion
     format: str = "prefix"  # causal | prefix | span (span corruption) | task
     attention: str = "prefix"  # attention over the input: prefix (bidirectional) | causal
-    unroll: int = 2  # SUNDAE L(1:unroll); 1 = single pass
+    noise: str = "uniform"  # diffusion: uniform (SUNDAE, the paper) | mask (absorbing [MASK])
+    unroll: int = 2  # SUNDAE L(1:unroll); 1 = single pass (uniform noise only)
     shift: bool = False  # diffusion: position i predicts token i+1, as an AR head
     anneal_steps: int = 0  # diffusion: anneal attention from causal to bidirectional over K steps
 
@@ -111,6 +112,7 @@ class SampleConfig:
     samples: int = 8
     max_new_tokens: int = 32
     repetition_penalty: float = 1.0  # diffusion: > 1 discourages tokens repeated in a sample
+    block_length: int = 0  # masked diffusion: reveal blocks of this many tokens, left to right
 
 
 @dataclass
@@ -253,8 +255,13 @@ def validate(config: RunConfig) -> None:
         raise Ar2DiffError(
             f"train.batch_size ({t.batch_size}) must be a multiple of train.micro_batch_size ({micro})"
         )
+    if o.noise not in ("uniform", "mask"):
+        raise Ar2DiffError(f"objective.noise={o.noise!r}: choose uniform (SUNDAE) or mask "
+                           "(absorbing mask token)")
     if o.unroll < 1:
         raise Ar2DiffError("objective.unroll must be at least 1 (1 = L(1:1), 2 = L(1:2))")
+    if config.sample.block_length < 0:
+        raise Ar2DiffError("sample.block_length must be 0 (one block) or more")
     if config.optim.lr <= 0:
         raise Ar2DiffError("optim.lr must be positive")
     if config.data.source == "task" and not config.data.task:

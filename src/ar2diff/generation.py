@@ -31,6 +31,7 @@ class DecodeOptions:
     chat: bool | None = None  # apply the tokenizer's chat template (default: if it has one)
     early_stop: bool = False  # diffusion: stop an input once a step changes none of its samples
     repetition_penalty: float | None = None  # diffusion; default: the model's (1 = off)
+    block_length: int | None = None  # masked diffusion; default: the model's (0 = one block)
 
 
 class TextGenerator:
@@ -105,6 +106,8 @@ class TextGenerator:
 
     def diffusion_config(self, opts: DecodeOptions) -> DiffusionSampling:
         defaults = self.meta.get("sample", {})
+        if opts.block_length is not None and opts.block_length < 0:
+            raise Ar2DiffError(f"--block-length {opts.block_length}: use 0 (one block) or more")
         return DiffusionSampling(
             steps=opts.steps or defaults.get("steps", 10),
             temperature=defaults.get("temperature", 0.2) if opts.temperature is None
@@ -117,6 +120,9 @@ class TextGenerator:
             mode=self.diffusion_mode(),
             repetition_penalty=defaults.get("repetition_penalty", 1.0)
             if opts.repetition_penalty is None else opts.repetition_penalty,
+            mask_id=self.meta.get("mask_id") if self.meta.get("noise") == "mask" else None,
+            block_length=defaults.get("block_length", 0) if opts.block_length is None
+            else opts.block_length,
         )
 
     def generate(self, prompts: list[str], opts: DecodeOptions) -> list[list[str]]:

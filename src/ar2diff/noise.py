@@ -1,7 +1,9 @@
 """Corruption processes for discrete diffusion.
 
-``uniform`` is SUNDAE's: per example draw a rate r ~ U(0, 1) and replace each target token,
-independently with probability r, by a token drawn uniformly from the vocabulary.
+``uniform`` is SUNDAE's (the paper's): per example draw a rate r ~ U(0, 1) and replace each
+target token, independently with probability r, by a token drawn uniformly from the vocabulary.
+``mask`` is absorbing-state diffusion (MDLM, DiffuLLaMA, Dream): replace each target token with
+probability r by a dedicated mask token, so the model knows which positions are unknown.
 """
 
 from __future__ import annotations
@@ -34,6 +36,22 @@ def uniform_corrupt(
         noise = torch.randint(0, vocab_size, row.shape, generator=gen)
         rows.append(torch.where(replace, noise, row))
     return torch.stack(rows)
+
+
+def mask_corrupt(
+    targets: torch.Tensor, mask_id: int, generators: list[torch.Generator], min_rate: float = 1e-3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Absorbing corruption of ``targets`` ``[B, L]``: ``(corrupted, rate per row)``.
+
+    The rate is drawn from U(``min_rate``, 1) so that the ELBO weight 1 / rate stays finite.
+    """
+    rows, rates = [], []
+    for row, gen in zip(targets, generators, strict=True):
+        rate = min_rate + (1 - min_rate) * torch.rand((), generator=gen)
+        masked = torch.rand(row.shape, generator=gen) < rate
+        rows.append(torch.where(masked, torch.full_like(row, mask_id), row))
+        rates.append(rate)
+    return torch.stack(rows), torch.stack(rates)
 
 
 def uniform_tokens(shape: tuple[int, ...], vocab_size: int, gen: torch.Generator) -> torch.Tensor:

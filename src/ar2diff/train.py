@@ -31,6 +31,7 @@ from ar2diff.models.backbone import Backbone
 from ar2diff.models.checkpoint import load_model, save_model, verify_folder, write_json_atomic
 from ar2diff.noise import example_generator
 from ar2diff.objectives.ar import ar_loss
+from ar2diff.objectives.masked_diffusion import masked_diffusion_loss
 from ar2diff.objectives.sundae import sundae_loss
 from ar2diff.tokenization import special_ids
 
@@ -63,9 +64,10 @@ def lr_lambda(config: RunConfig):
 
 
 def objective_loss(backbone: Backbone, batch: Batch, indices: list[int], config: RunConfig,
-                   noise_vocab: int, step: int | None = None) -> tuple[torch.Tensor, int]:
+                   meta: dict, step: int | None = None) -> tuple[torch.Tensor, int]:
     """Summed token loss of the configured objective and its token count.
 
+    ``meta`` gives the noise vocabulary (uniform noise) or the mask token (mask noise);
     ``step`` (0-based, training only) drives attention-mask annealing over the first
     ``objective.anneal_steps`` steps; evaluation uses the final, fully bidirectional mask.
     """
@@ -77,8 +79,10 @@ def objective_loss(backbone: Backbone, batch: Batch, indices: list[int], config:
     anneal = None
     if step is not None and step < o.anneal_steps:
         anneal = ((step + 1) / (o.anneal_steps + 1), example_generator(config.train.seed, indices[0], 5))
-    return sundae_loss(backbone, batch, noise_vocab, gens, o.unroll, o.shift, anneal,
-                       diffusion_mode(o.attention))
+    mode = diffusion_mode(o.attention)
+    if o.noise == "mask":
+        return masked_diffusion_loss(backbone, batch, meta["mask_id"], gens, o.shift, anneal, mode)
+    return sundae_loss(backbone, batch, meta["noise_vocab"], gens, o.unroll, o.shift, anneal, mode)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -145,7 +149,7 @@ class Trainer:
             batch = collate(examples[lo:lo + micro], self.pad_id)
             with autocast(self.config):
                 loss_sum, _ = objective_loss(self.backbone, batch, indices[lo:lo + micro],
-                                             self.config, self.meta["noise_vocab"], self.step)
+                                             self.config, self.meta, self.step)
             (loss_sum / n_tokens).backward()
             total += float(loss_sum.detach())
         if not self.sharded:
@@ -178,7 +182,7 @@ class Trainer:
             batch = collate([self.source.example(i) for i in chunk], self.pad_id)
             with autocast(self.config):
                 loss_sum, n = objective_loss(self.backbone, batch, chunk, self.config,
-                                             self.meta["noise_vocab"])
+                                             self.meta)
             total, count = total + float(loss_sum.detach()), count + n
         total, count = distributed.sum_over_ranks([total, count])
         return total / max(count, 1)
@@ -310,9 +314,11 @@ def _meta_from_config(config: RunConfig, meta: dict) -> dict:
         "attention": diffusion_mode(o.attention) if o.kind == "diffusion" else (
             "causal" if o.format == "causal" else o.attention),
         "shift": True if o.kind == "ar" else o.shift,
+        "noise": o.noise if o.kind == "diffusion" else None,
         "target_length": config.data.target_length,
         "sample": {"steps": s.steps, "temperature": s.temperature, "samples": s.samples,
-                   "max_new_tokens": s.max_new_tokens, "repetition_penalty": s.repetition_penalty},
+                   "max_new_tokens": s.max_new_tokens, "repetition_penalty": s.repetition_penalty,
+                   "block_length": s.block_length},
         "config": config.to_dict(),
         "ar2diff_version": _version(),
     }

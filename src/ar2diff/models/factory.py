@@ -76,11 +76,35 @@ def model_for_run(config: RunConfig, tokenizer: PreTrainedTokenizerBase | None =
     """``(model, tokenizer, meta)`` for a run: pretrained if ``model.pretrained`` is set."""
     m = config.model
     if m.pretrained:
-        return load_any(m.pretrained)
-    tokenizer = tokenizer or build_tokenizer(config, corpus_texts)
-    torch.manual_seed(config.train.seed)  # the initial weights follow the run's seed
-    model = build_model(m.arch, m.size, len(tokenizer), special_ids(tokenizer), m.max_positions,
-                        m.overrides)
-    meta = {"kind": config.objective.kind, "encoder_decoder": m.arch == "t5",
-            "noise_vocab": len(tokenizer)}
+        model, tokenizer, meta = load_any(m.pretrained)
+    else:
+        tokenizer = tokenizer or build_tokenizer(config, corpus_texts)
+        torch.manual_seed(config.train.seed)  # the initial weights follow the run's seed
+        model = build_model(m.arch, m.size, len(tokenizer), special_ids(tokenizer),
+                            m.max_positions, m.overrides)
+        meta = {"kind": config.objective.kind, "encoder_decoder": m.arch == "t5",
+                "noise_vocab": len(tokenizer)}
+    if config.objective.kind == "diffusion" and config.objective.noise == "mask":
+        meta["mask_id"] = add_mask_token(model, tokenizer)
     return model, tokenizer, meta
+
+
+MASK_TOKEN = "<|mask|>"
+
+
+def add_mask_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id of the tokenizer's mask token, added (with an embedding row) if it has none.
+
+    Its embedding row (input and, if untied, output) starts as the mean of the rows before it;
+    the other rows, and so every other token's logits, are unchanged.
+    """
+    if tokenizer.mask_token_id is not None:
+        return tokenizer.mask_token_id
+    tokenizer.add_special_tokens({"mask_token": MASK_TOKEN})
+    mask_id = tokenizer.mask_token_id
+    if mask_id >= model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(mask_id + 1, mean_resizing=False)
+    with torch.no_grad():
+        for emb in {model.get_input_embeddings(), model.get_output_embeddings()} - {None}:
+            emb.weight[mask_id] = emb.weight[:mask_id].mean(0)
+    return mask_id

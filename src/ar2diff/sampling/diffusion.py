@@ -1,9 +1,12 @@
-"""SUNDAE diffusion sampling.
+"""Diffusion sampling: SUNDAE (uniform noise) and masked (absorbing mask token).
 
-Start from uniformly random target tokens; T times, denoise all target positions at once with
-x ~ softmax(logits / tau). N samples per input run in parallel; the one the model scores best
-(mean log-probability of its tokens under the last step's logits) is returned, cut at the first
-pad / EOS. An optional repetition penalty divides, at each position, the probability of every
+SUNDAE: start from uniformly random target tokens; T times, denoise all target positions at
+once with x ~ softmax(logits / tau). Masked: start from all mask tokens; at each of T steps draw
+a token for every masked position and keep the most confident ones (probability of the drawn
+token), revealing an equal share of the remaining positions per step, as in LLaDA and Dream
+(optionally block by block, left to right). N samples per input run in parallel; the one the
+model scores best (mean log-probability of its tokens when last drawn) is returned, cut at the
+first pad / EOS. An optional repetition penalty divides, at each position, the probability of every
 token that stands at another position of the same sample, which counters the repeated words of
 parallel decoding. The input's keys and values are computed once per request (it never attends
 to the target), and every input draws from its own generator, so a batch gives the same results
@@ -28,9 +31,12 @@ from ar2diff.sampling.autoregressive import prompt_key
 class DiffusionSampling:
     """The paper's defaults: T = 10 steps, tau = 0.2, N = 8 samples.
 
-    ``early_stop``: stop denoising an input once a step leaves all its N samples unchanged.
+    ``early_stop`` (SUNDAE): stop denoising an input once a step leaves its N samples unchanged;
+    masked sampling always stops once every position is revealed (at most T steps).
     ``repetition_penalty``: > 1 divides the probability of tokens found at other positions of
     the same sample by this factor (before the temperature); 1 turns it off.
+    ``block_length`` (masked): LLaDA's semi-autoregressive order, the T steps shared out over
+    blocks revealed left to right (each block gets at least one step, at most one per position).
     """
 
     steps: int = 10
@@ -42,6 +48,8 @@ class DiffusionSampling:
     early_stop: bool = False
     mode: str = "diffusion"  # or diffusion-causal-input: the mask the model was trained with
     repetition_penalty: float = 1.0
+    mask_id: int | None = None  # set for masked diffusion: its noise token, never sampled
+    block_length: int = 0  # masked: reveal blocks of this many positions left to right (0 = one)
 
 
 @dataclass
@@ -111,6 +119,8 @@ def _step(backbone: Backbone, state, x: torch.Tensor, cfg: DiffusionSampling,
         for lo in range(0, length, chunk):
             part = hidden[rows, lo:lo + chunk]
             logits = (part if head is None else head(part)).float().cpu()
+            if cfg.mask_id is not None:
+                logits[..., cfg.mask_id] = -math.inf
             if penalize:
                 logits = penalize_repeats(logits, x[rows, lo:lo + chunk], counts,
                                           cfg.repetition_penalty)
@@ -120,6 +130,39 @@ def _step(backbone: Backbone, state, x: torch.Tensor, cfg: DiffusionSampling,
                 logits.gather(-1, tokens[..., None])[..., 0] - logits.logsumexp(-1)
             )
     return new, logp
+
+
+def reveal_plan(length: int, steps: int, block: int) -> list[tuple[int, int, int]]:
+    """Masked sampling schedule: per step, the block ``[lo, hi)`` being revealed and how many
+    steps it has left (this one included)."""
+    block = block or length
+    bounds = [(lo, min(lo + block, length)) for lo in range(0, length, block)]
+    plan = []
+    for b, (lo, hi) in enumerate(bounds):
+        budget = min(hi - lo, max(1, steps // len(bounds) + (b < steps % len(bounds))))
+        plan += [(lo, hi, budget - k) for k in range(budget)]
+    return plan
+
+
+def _reveal(x: torch.Tensor, drawn: torch.Tensor, drawn_logp: torch.Tensor, logp: torch.Tensor,
+            mask_id: int, block: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked diffusion: keep the ``1 / steps_left`` share of the masked positions of the block
+    ``(lo, hi, steps_left)`` whose drawn tokens have the highest log-probability; the others
+    stay masked, revealed tokens stay fixed.
+
+    ``x`` ``[n, L]`` the current tokens; returns the new tokens and their log-probabilities.
+    """
+    lo, hi, steps_left = block
+    masked = x == mask_id
+    masked[:, :lo] = False
+    masked[:, hi:] = False
+    count = math.ceil(int(masked[0].sum()) / steps_left)  # every sample has as many masked
+    # rounded, ties to the leftmost: float noise of batching must not reorder near-equal ones
+    confidence = (drawn_logp * 1e4).round().masked_fill(~masked, -math.inf)
+    order = confidence.sort(dim=1, descending=True, stable=True).indices
+    keep = torch.zeros_like(masked).scatter(1, order[:, :count], True)
+    keep &= masked
+    return torch.where(keep, drawn, x), torch.where(keep, drawn_logp, logp)
 
 
 def cut(tokens: list[int], stop_ids: set[int]) -> list[int]:
@@ -149,18 +192,26 @@ def diffusion_generate(
     state = backbone.encode_prefix(batch.input_ids, batch.input_mask, cfg.mode)
     state = state.repeat_interleave(n)
     gens = [example_generator(cfg.seed, prompt_key(x)) for x in inputs]
-    x = torch.cat([uniform_tokens((n, length), noise_vocab, g) for g in gens])
+    if cfg.mask_id is None:
+        x = torch.cat([uniform_tokens((n, length), noise_vocab, g) for g in gens])
+    else:
+        x = torch.full((len(inputs) * n, length), cfg.mask_id)
     logp = torch.zeros(x.shape)
     active = [True] * len(inputs)
     steps_run = [0] * len(inputs)
-    for _ in range(cfg.steps):
+    plan = None if cfg.mask_id is None else reveal_plan(length, cfg.steps, cfg.block_length)
+    for step in range(cfg.steps if plan is None else len(plan)):
         new, new_logp = _step(backbone, state, x, cfg, gens, active)
         for i in range(len(inputs)):
             if not active[i]:
                 continue
             rows = slice(i * n, (i + 1) * n)
             steps_run[i] += 1
-            if cfg.early_stop and torch.equal(new[rows], x[rows]):
+            if plan is not None:
+                new[rows], new_logp[rows] = _reveal(x[rows], new[rows], new_logp[rows],
+                                                    logp[rows], cfg.mask_id, plan[step])
+                active[i] = bool((new[rows] == cfg.mask_id).any())
+            elif cfg.early_stop and torch.equal(new[rows], x[rows]):
                 active[i] = False
             logp[rows] = new_logp[rows]
         x = new
