@@ -12,28 +12,28 @@ Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import time
 from pathlib import Path
 
+from books_loss import books_loss  # bench/ is on the path when run as a script
 from transformers.utils import logging as hf_logging
 
 from ar2diff.ar2diff import adapt_config
-from ar2diff.config import RunConfig
 from ar2diff.generation import DecodeOptions, TextGenerator
 from ar2diff.models.checkpoint import write_json_atomic
-from ar2diff.models.factory import model_for_run
-from ar2diff.runs import build_source, run_training
-from ar2diff.train import Trainer
+from ar2diff.runs import run_training
 
 BIDI = "objective.attention=prefix"
+SUNDAE = ["objective.noise=uniform", "objective.unroll=2"]  # the paper's noise
 VARIANTS = {
-    "shift, immediate switch": ["objective.shift=true", "objective.anneal_steps=0", BIDI],
-    "no shift, immediate switch": ["objective.shift=false", "objective.anneal_steps=0", BIDI],
-    "shift, annealed mask": ["objective.shift=true", "objective.anneal_steps={anneal}", BIDI],
-    "shift, annealed mask, causal input": ["objective.shift=true",
+    "shift, immediate switch": [*SUNDAE, "objective.shift=true", "objective.anneal_steps=0", BIDI],
+    "no shift, immediate switch": [*SUNDAE, "objective.shift=false", "objective.anneal_steps=0",
+                                   BIDI],
+    "shift, annealed mask": [*SUNDAE, "objective.shift=true", "objective.anneal_steps={anneal}",
+                             BIDI],
+    "shift, annealed mask, causal input": [*SUNDAE, "objective.shift=true",
                                            "objective.anneal_steps={anneal}",
                                            "objective.attention=causal"],
     "masked noise, shift, annealed mask, causal input": ["objective.noise=mask",
@@ -51,21 +51,6 @@ def samples(model_dir: Path) -> list[str]:
     gen = TextGenerator.load(str(model_dir))
     opts = DecodeOptions(mode="diffusion", chat=False, max_new_tokens=12)
     return [row[0] for row in gen.generate(PROMPTS, opts)]
-
-
-def books_loss(spec: str, config: RunConfig, n: int) -> float:
-    """Held-out diffusion loss on books text only (the config's objective and shift).
-
-    The loss is the objective's: SUNDAE's cross-entropy over all target tokens, or the masked
-    ELBO; the two are not on one scale (compare samples with ``diffusion_samples.py``).
-    """
-    cfg = copy.deepcopy(config)
-    cfg.model.pretrained = spec
-    model, tokenizer, meta = model_for_run(cfg)  # adds the mask token for masked noise
-    cfg.data.code_fraction = 0.0
-    cfg.train.eval_examples = n
-    trainer = Trainer(cfg, model, tokenizer, meta, build_source(cfg, tokenizer))
-    return trainer.eval_loss()
 
 
 def main() -> None:

@@ -200,7 +200,40 @@ def test_masked_diffusion_trains_saves_and_samples_with_its_mask_token(tmp_path)
     assert gen.diffusion_config(opts).mask_id == mask_id
     ids = gen.generate_ids([gen.encode_prompt("copy : 1 2 3", chat=False)], opts)[0][0]
     assert mask_id not in ids and len(ids) <= 6
+    with pytest.raises(Ar2DiffError, match="--block-length -1"):
+        gen.diffusion_config(DecodeOptions(mode="diffusion", block_length=-1))
     ft = finetune_config(str(result.model_dir), "squad", "diffusion", str(tmp_path / "ft"))
     assert ft.objective.noise == "mask"
     with pytest.raises(Ar2DiffError, match="objective.noise"):
         _cfg(tmp_path, "objective.noise=gaussian")
+
+
+def test_adapt_preset_adapts_a_local_model_with_masked_noise_and_resumes(tmp_path,
+                                                                          toy_tokenizer):
+    from conftest import tiny_model
+
+    from ar2diff.ar2diff import adapt
+
+    folder = tmp_path / "base"
+    tiny_model("llama", vocab=len(toy_tokenizer)).save_pretrained(folder)
+    toy_tokenizer.save_pretrained(folder)
+    text = tmp_path / "digits.txt"
+    gen = torch.Generator().manual_seed(0)
+    text.write_text(" ".join(str(int(d)) for d in torch.randint(0, 10, (3000,), generator=gen)))
+    small = ["data.segment_length=16", "train.batch_size=4", "train.micro_batch_size=2",
+             "train.eval_every=0", "train.save_every=2", "train.progress=false"]
+
+    def run(out: str, resume: bool = False):
+        return adapt(str(folder), 4, str(tmp_path / out), [str(text)], small, resume=resume)
+
+    full = run("full")
+    run("part")
+    shutil.rmtree(tmp_path / "part" / "model")  # as if it had died after the step-2 checkpoint
+    shutil.rmtree(tmp_path / "part" / "checkpoints" / "step-00000004")
+    resumed = run("part", resume=True)
+    assert [h["loss"] for h in full.history] == [h["loss"] for h in resumed.history]
+    wf, wr = _weights(full.model_dir), _weights(resumed.model_dir)
+    assert all(torch.equal(wf[k], wr[k]) for k in wf)
+    _, tok, meta = load_model(full.model_dir)
+    assert meta["noise"] == "mask" and meta["mask_id"] == tok.mask_token_id == len(toy_tokenizer)
+    assert meta["attention"] == "diffusion-causal-input" and meta["shift"] is True

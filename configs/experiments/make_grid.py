@@ -167,6 +167,9 @@ def grid(scale: str) -> dict:
             "timing": {**s["timing"], "prompt_tokens": 64, "dtype": "float32"}}
 
 
+SUNDAE = ["objective.noise=uniform", "objective.unroll=2"]  # the paper's noise, not adapt's default
+
+
 def pretrained_cells(p: dict, models: dict, ev_any) -> None:
     """Table 2 and 3 cells for QA and code that start from a real pretrained AR model."""
     label, n = p["label"], p["adapt_steps"]
@@ -176,7 +179,7 @@ def pretrained_cells(p: dict, models: dict, ev_any) -> None:
 
     flags = ["train.eval_every=0", "train.save_every=0", "train.progress=false", "train.seed=0"]
     models[f"adapt{n}-pt"] = {"from": p["model"], "preset": "adapt", "common": False,
-                              "overrides": [*flags, f"train.steps={n}"]}
+                              "overrides": [*flags, f"train.steps={n}", *SUNDAE]}
     for key, (task, metric, col, limit, split, in_len, tg_len) in p["tasks"].items():
         spec = (task, metric, col, limit, split)
         for name, frm, kind in (("ar", p["model"], "ar"), ("ar2diff0", p["model"], "diffusion"),
