@@ -62,13 +62,14 @@ def adapt(model: str, steps: int, out: str, data: list[str] | None = None,
 
 
 DEMO_PROMPT = "The capital of France is"
+DEMO_STEPS = 60
 
 
 def adapt_demo(out: str, steps: int | None = None, model: str = "smollm2-135m") -> None:
     """Load SmolLM2-135M, adapt it briefly, and answer one prompt by AR and by diffusion."""
-    steps = steps or 30
+    steps = steps or DEMO_STEPS
     print(f"loading {model} and adapting it to diffusion for {steps} steps "
-          "(AR2Diff step 2, diffusion prefix-LM on books + code) …")
+          "(AR2Diff step 2, masked-diffusion prefix LM on books + code) …")
     result = adapt(model, steps, str(Path(out) / "adapted"),
                    overrides=["train.eval_every=0", "train.save_every=0",
                               "data.segment_length=64", f"objective.anneal_steps={steps // 3}"])
@@ -77,8 +78,8 @@ def adapt_demo(out: str, steps: int | None = None, model: str = "smollm2-135m") 
     for name, gen, opts in (  # plain completion: the adaptation text is plain prose
         ("AR (original model, greedy)", base,
          DecodeOptions(mode="ar", max_new_tokens=12, chat=False)),
-        ("diffusion (adapted, T=10, N=8, repetition penalty 3)", adapted,
-         DecodeOptions(mode="diffusion", max_new_tokens=12, chat=False, repetition_penalty=3.0)),
+        ("diffusion (adapted; T=12, N=8, blocks of 4: the adapted model's defaults)", adapted,
+         DecodeOptions(mode="diffusion", max_new_tokens=12, chat=False)),
     ):
         start = time.perf_counter()
         text = gen.generate([DEMO_PROMPT], opts)[0][0]
