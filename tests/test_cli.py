@@ -57,3 +57,12 @@ def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "ar2diff.cli", "--help"], capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0 and "adapt" in out.stdout and "evaluate" in out.stdout
+
+
+def test_toy_demo_trains_samples_and_reports_exact_match(tmp_path, capsys):
+    from ar2diff.demo import toy_demo
+
+    em = toy_demo(str(tmp_path), steps=20, n_eval=4)
+    out = capsys.readouterr().out
+    assert 0.0 <= em <= 1.0 and "exact match on 4 held-out examples" in out
+    assert (tmp_path / "toy" / "model" / "model.safetensors").is_file()
