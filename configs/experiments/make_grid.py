@@ -168,6 +168,7 @@ def grid(scale: str) -> dict:
 
 
 SUNDAE = ["objective.noise=uniform", "objective.unroll=2"]  # the paper's noise, not adapt's default
+MASKED = ["objective.noise=mask", "objective.unroll=1"]  # absorbing-mask noise (not in the paper)
 
 
 def pretrained_cells(p: dict, models: dict, ev_any) -> None:
@@ -180,22 +181,31 @@ def pretrained_cells(p: dict, models: dict, ev_any) -> None:
     flags = ["train.eval_every=0", "train.save_every=0", "train.progress=false", "train.seed=0"]
     models[f"adapt{n}-pt"] = {"from": p["model"], "preset": "adapt", "common": False,
                               "overrides": [*flags, f"train.steps={n}", *SUNDAE]}
+    models[f"adapt{n}-pt-mask"] = {"from": p["model"], "preset": "adapt", "common": False,
+                                   "overrides": [*flags, f"train.steps={n}", *MASKED]}
     for key, (task, metric, col, limit, split, in_len, tg_len) in p["tasks"].items():
         spec = (task, metric, col, limit, split)
-        for name, frm, kind in (("ar", p["model"], "ar"), ("ar2diff0", p["model"], "diffusion"),
-                                (f"ar2diff{n}", f"adapt{n}-pt", "diffusion")):
+        for name, frm, kind, noise in (
+                ("ar", p["model"], "ar", []), ("ar2diff0", p["model"], "diffusion", []),
+                (f"ar2diff{n}", f"adapt{n}-pt", "diffusion", []),
+                ("ar2diff0m", p["model"], "diffusion", MASKED),
+                (f"ar2diff{n}m", f"adapt{n}-pt-mask", "diffusion", MASKED)):
             models[f"ft-{name}-pt-{key}"] = {"from": frm, "preset": "finetune", "common": False,
                                              "overrides": [
                 *flags, f"data.task={task}", f"data.input_length={in_len}",
                 f"data.target_length={tg_len}", f"objective.kind={kind}",
                 f"train.steps={p['finetune_steps']}", "optim.warmup_steps=5",
-                f"sample.max_new_tokens={tg_len}"]}
+                f"sample.max_new_tokens={tg_len}", *noise]}
         ev1(f"t2-ar-pt-{key}", f"ft-ar-pt-{key}", spec, "Table 2", f"AR, {label}", "ar",
             PAPER["ar"][key][0], {"max_new_tokens": tg_len})
         ev1(f"t2-ar2diff0-pt-{key}", f"ft-ar2diff0-pt-{key}", spec, "Table 2",
             f"AR2Diff_0, {label}", "diffusion")
         ev1(f"t2-ar2diff{n}-pt-{key}", f"ft-ar2diff{n}-pt-{key}", spec, "Table 2",
             f"AR2Diff_{n}, {label}", "diffusion", PAPER["n2"][key][0])
+        masked_decode = {"steps": tg_len, "block_length": 4}  # one step per token, as measured
+        for m in ("0", str(n)):
+            ev1(f"t2-ar2diff{m}m-pt-{key}", f"ft-ar2diff{m}m-pt-{key}", spec, "Table 2",
+                f"AR2Diff_{m}, masked noise, {label}", "diffusion", None, masked_decode)
         for t in (5, 10, 20):
             ev1(f"t3-T{t}-pt-{key}", f"ft-ar2diff{n}-pt-{key}", spec, "Table 3", f"T={t}",
                 "diffusion", PAPER["t3"][f"T={t}"].get(key), sweep(steps=t))
