@@ -110,8 +110,8 @@ def test_diffusion_is_seeded_and_batch_independent(arch, penalty, mask_id):
     assert [r.all_samples for r in other] != [r.all_samples for r in batched]
 
 
-def test_diffusion_runs_t_steps_from_uniform_noise(monkeypatch):
-    bb = Backbone(tiny_model("llama"))
+def _record_fed_targets(bb: Backbone, monkeypatch) -> list[torch.Tensor]:
+    """The target tokens fed to the model at each denoising step, recorded as they pass."""
     calls = []
     original = bb.hidden_from_prefix
 
@@ -120,6 +120,12 @@ def test_diffusion_runs_t_steps_from_uniform_noise(monkeypatch):
         return original(state, fed, mode, shift)
 
     monkeypatch.setattr(bb, "hidden_from_prefix", spy)
+    return calls
+
+
+def test_diffusion_runs_t_steps_from_uniform_noise(monkeypatch):
+    bb = Backbone(tiny_model("llama"))
+    calls = _record_fed_targets(bb, monkeypatch)
     cfg = DiffusionSampling(steps=5, samples=8, target_length=64)
     diffusion_generate(bb, PROMPTS[:1], cfg, 40, PAD, EOS)
     assert len(calls) == 5
@@ -167,14 +173,7 @@ def test_early_stop_at_a_fixed_point_changes_nothing():
 
 def test_masked_diffusion_reveals_an_equal_share_per_step_and_keeps_revealed_tokens(monkeypatch):
     bb = Backbone(tiny_model("llama"))
-    calls = []
-    original = bb.hidden_from_prefix
-
-    def spy(state, fed, mode, shift):
-        calls.append(fed.clone())
-        return original(state, fed, mode, shift)
-
-    monkeypatch.setattr(bb, "hidden_from_prefix", spy)
+    calls = _record_fed_targets(bb, monkeypatch)
     cfg = DiffusionSampling(steps=4, samples=3, target_length=7, mask_id=39, temperature=0.5)
     res = diffusion_generate(bb, PROMPTS[:1], cfg, 40, PAD, EOS)[0]
     assert torch.equal(calls[0], torch.full((3, 7), 39))  # starts from all masks
