@@ -20,10 +20,10 @@ from pathlib import Path
 from books_loss import books_loss  # bench/ is on the path when run as a script
 from transformers.utils import logging as hf_logging
 
-from ar2diff.ar2diff import adapt_config
+from ar2diff.atomic import write_json_atomic
 from ar2diff.generation import DecodeOptions, TextGenerator
-from ar2diff.models.checkpoint import write_json_atomic
-from ar2diff.runs import run_training
+from ar2diff.recipes import adapt_config
+from ar2diff.training.assemble import run_training
 
 BIDI = "objective.attention=prefix"
 SUNDAE = ["objective.noise=uniform", "objective.unroll=2"]  # the paper's noise

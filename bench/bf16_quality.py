@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as hf_logging
 
+from ar2diff.atomic import write_json_atomic
 from ar2diff.config import load_config
 from ar2diff.generation import DecodeOptions, TextGenerator
-from ar2diff.models.checkpoint import write_json_atomic
-from ar2diff.runs import build_source
-from ar2diff.train import Trainer
+from ar2diff.training.assemble import build_source
+from ar2diff.training.loop import Trainer
 
 PROMPTS = ["What is the capital of France?", "Name three colors.", "Why is the sky blue?",
            "Write a Python function that reverses a string.", "Who wrote Hamlet?"]

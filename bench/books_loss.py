@@ -16,11 +16,12 @@ from pathlib import Path
 
 import yaml
 
+from ar2diff.atomic import write_json_atomic
 from ar2diff.config import RunConfig, load_config
-from ar2diff.models.checkpoint import load_meta, write_json_atomic
+from ar2diff.models.checkpoint import load_meta
 from ar2diff.models.factory import model_for_run
-from ar2diff.runs import build_source
-from ar2diff.train import Trainer
+from ar2diff.training.assemble import build_source
+from ar2diff.training.loop import Trainer
 
 
 def books_loss(spec: str, config: RunConfig, n: int) -> float:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
+from ar2diff.atomic import write_json_atomic
 from ar2diff.generation import DecodeOptions, TextGenerator
-from ar2diff.models.checkpoint import write_json_atomic
 
 PROMPTS = [
     "It was a dark and stormy night, and the old house",

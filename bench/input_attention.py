@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
+from ar2diff.atomic import write_json_atomic
 from ar2diff.data.batching import Example, collate
-from ar2diff.data.paths import shared_data_dir
 from ar2diff.generation import TextGenerator
-from ar2diff.models.checkpoint import write_json_atomic
+from ar2diff.paths import shared_data_dir
 
 
 def segments(tokenizer, n: int, length: int, seed: int = 0) -> list[Example]:

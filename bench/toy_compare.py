@@ -16,11 +16,11 @@ from pathlib import Path
 
 from transformers.utils import logging as hf_logging
 
+from ar2diff.atomic import write_json_atomic
 from ar2diff.config import load_config
 from ar2diff.demo import TOY_OVERRIDES, toy_exact_match
 from ar2diff.generation import DecodeOptions, TextGenerator
-from ar2diff.models.checkpoint import write_json_atomic
-from ar2diff.runs import run_training
+from ar2diff.training.assemble import run_training
 
 VARIANTS = {
     "diffusion L(1:2)": ["objective.kind=diffusion", "objective.unroll=2"],

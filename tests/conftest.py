@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ar2diff.data.paths import shared_data_dir
 from ar2diff.data.toy import toy_vocabulary
 from ar2diff.models.presets import build_model
+from ar2diff.paths import shared_data_dir
 from ar2diff.tokenization import special_ids, word_level
 
 DECODER_ARCHS = ("llama", "qwen2", "gpt2")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ar2diff.bench import plot_decode, run_case
+from ar2diff.speed.bench import plot_decode, run_case
 
 
 def test_decode_cases_produce_the_same_tokens_as_transformers(tmp_path):

@@ -11,15 +11,15 @@ from types import SimpleNamespace
 import pytest
 from conftest import needs_data
 
-from ar2diff import evaluate as ev
 from ar2diff.data.tasks import TaskExample, load_task
 from ar2diff.errors import Ar2DiffError
-from ar2diff.metrics.bleu import corpus_bleu, corpus_chrf
-from ar2diff.metrics.pass_at_k import CANONICAL_FAILURES, mean_pass_at_k
-from ar2diff.metrics.squad import squad_scores
+from ar2diff.evaluation import scoring as ev
+from ar2diff.evaluation.metrics.bleu import corpus_bleu, corpus_chrf
+from ar2diff.evaluation.metrics.pass_at_k import CANONICAL_FAILURES, mean_pass_at_k
+from ar2diff.evaluation.metrics.squad import squad_scores
 
-HAS_SANDBOX = importlib.util.find_spec("ar2diff.sandbox") is not None
-needs_sandbox = pytest.mark.skipif(not HAS_SANDBOX, reason="ar2diff.sandbox not available yet")
+HAS_SANDBOX = importlib.util.find_spec("ar2diff.evaluation.sandbox") is not None
+needs_sandbox = pytest.mark.skipif(not HAS_SANDBOX, reason="ar2diff.evaluation.sandbox not available yet")
 
 
 # ---------------------------------------------------------------- fixtures and fakes

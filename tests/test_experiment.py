@@ -69,10 +69,10 @@ def test_grid_runs_resumes_and_reports(tmp_path):
 
 @pytest.mark.parametrize("scale", ["tiny", "base"])
 def test_shipped_grids_are_valid(scale):
-    from ar2diff.ar2diff import preset
     from ar2diff.config import load_config
     from ar2diff.data.tasks import task_names
     from ar2diff.experiments.runner import load_experiment
+    from ar2diff.recipes import preset
 
     spec = load_experiment(Path(__file__).parents[1] / "configs" / "experiments" / f"{scale}.yaml")
     for name, model in spec["models"].items():
@@ -94,7 +94,7 @@ def test_shipped_grids_are_valid(scale):
 
 @needs_data
 def test_the_same_evaluation_in_two_tables_runs_once(tmp_path, monkeypatch):
-    import ar2diff.evaluate as evaluate
+    import ar2diff.evaluation.run as evaluate
 
     calls = []
     real = evaluate.evaluate_task

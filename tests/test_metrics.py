@@ -13,9 +13,9 @@ from conftest import needs_data
 
 from ar2diff.data.tasks import TaskExample, load_task
 from ar2diff.errors import Ar2DiffError
-from ar2diff.metrics import pass_at_k as pk
-from ar2diff.metrics.bleu import corpus_bleu, corpus_chrf, sentence_bleu
-from ar2diff.metrics.squad import exact_match, f1, normalize_answer, squad_scores
+from ar2diff.evaluation.metrics import pass_at_k as pk
+from ar2diff.evaluation.metrics.bleu import corpus_bleu, corpus_chrf, sentence_bleu
+from ar2diff.evaluation.metrics.squad import exact_match, f1, normalize_answer, squad_scores
 
 HYPS = [
     "The cat sat on the mat.",

@@ -1,4 +1,4 @@
-"""Samplers: AR (greedy / sample / beam, KV cache, batching, EOS) and SUNDAE diffusion."""
+"""Samplers: AR (greedy / sample / beam, KV cache, batching, EOS) and diffusion (uniform, mask)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import torch
 from conftest import DECODER_ARCHS, tiny_model
 
 from ar2diff.models.backbone import Backbone
+from ar2diff.noise.mask import MaskNoise, reveal, reveal_plan
+from ar2diff.noise.uniform import UniformNoise
 from ar2diff.sampling.autoregressive import ARSampling, ar_generate
 from ar2diff.sampling.diffusion import DiffusionSampling, cut, diffusion_generate
 
@@ -53,7 +55,7 @@ def test_greedy_stops_at_eos():
 
 def test_sampling_is_seeded_and_batch_independent():
     bb = Backbone(tiny_model("llama"))
-    cfg = ARSampling(strategy="sample", temperature=1.5, top_p=0.9, samples=3,
+    cfg = ARSampling(strategy="sample", temperature=1.5, top_p=0.9, completions=3,
                      max_new_tokens=10, seed=4)
     batched = ar_generate(bb, PROMPTS, cfg, EOS, PAD)
     assert batched == ar_generate(bb, PROMPTS, cfg, EOS, PAD)
@@ -96,17 +98,18 @@ def test_beam_finds_a_likelier_sequence_than_greedy_without_length_penalty():
                                                   ("t5", 1.5, 39)])
 def test_diffusion_is_seeded_and_batch_independent(arch, penalty, mask_id):
     bb = Backbone(tiny_model(arch))
-    cfg = DiffusionSampling(steps=4, samples=3, target_length=7, seed=1, temperature=0.7,
-                            repetition_penalty=penalty, mask_id=mask_id)
-    batched = diffusion_generate(bb, PROMPTS, cfg, 40, PAD, EOS)
-    again = diffusion_generate(bb, PROMPTS, cfg, 40, PAD, EOS)
+    cfg = DiffusionSampling(steps=4, candidates=3, target_length=7, seed=1, temperature=0.7,
+                            repetition_penalty=penalty)
+    noise = UniformNoise(40) if mask_id is None else MaskNoise(mask_id)
+    batched = diffusion_generate(bb, PROMPTS, cfg, noise, PAD, EOS)
+    again = diffusion_generate(bb, PROMPTS, cfg, noise, PAD, EOS)
     assert [r.all_samples for r in batched] == [r.all_samples for r in again]
     for prompt, res in zip(PROMPTS, batched, strict=True):
-        alone = diffusion_generate(bb, [prompt], cfg, 40, PAD, EOS)[0]
+        alone = diffusion_generate(bb, [prompt], cfg, noise, PAD, EOS)[0]
         assert alone.all_samples == res.all_samples
         assert res.tokens == res.all_samples[max(range(3), key=res.all_scores.__getitem__)]
     other = diffusion_generate(bb, PROMPTS, DiffusionSampling(**{**cfg.__dict__, "seed": 2}),
-                               40, PAD, EOS)
+                               noise, PAD, EOS)
     assert [r.all_samples for r in other] != [r.all_samples for r in batched]
 
 
@@ -115,9 +118,9 @@ def _record_fed_targets(bb: Backbone, monkeypatch) -> list[torch.Tensor]:
     calls = []
     original = bb.hidden_from_prefix
 
-    def spy(state, fed, mode, shift):
+    def spy(state, fed, layout, shift):
         calls.append(fed.clone())
-        return original(state, fed, mode, shift)
+        return original(state, fed, layout, shift)
 
     monkeypatch.setattr(bb, "hidden_from_prefix", spy)
     return calls
@@ -126,8 +129,8 @@ def _record_fed_targets(bb: Backbone, monkeypatch) -> list[torch.Tensor]:
 def test_diffusion_runs_t_steps_from_uniform_noise(monkeypatch):
     bb = Backbone(tiny_model("llama"))
     calls = _record_fed_targets(bb, monkeypatch)
-    cfg = DiffusionSampling(steps=5, samples=8, target_length=64)
-    diffusion_generate(bb, PROMPTS[:1], cfg, 40, PAD, EOS)
+    cfg = DiffusionSampling(steps=5, candidates=8, target_length=64)
+    diffusion_generate(bb, PROMPTS[:1], cfg, UniformNoise(40), PAD, EOS)
     assert len(calls) == 5
     start = calls[0]
     assert start.shape == (8, 64)
@@ -152,10 +155,10 @@ def test_chunked_output_projection_matches_whole(monkeypatch):
     import ar2diff.sampling.diffusion as diffusion
 
     bb = Backbone(tiny_model("llama"))
-    cfg = DiffusionSampling(steps=3, samples=4, target_length=9, temperature=0.5)
-    whole = diffusion_generate(bb, PROMPTS, cfg, 40, PAD, EOS)
+    cfg = DiffusionSampling(steps=3, candidates=4, target_length=9, temperature=0.5)
+    whole = diffusion_generate(bb, PROMPTS, cfg, UniformNoise(40), PAD, EOS)
     monkeypatch.setattr(diffusion, "LOGITS_BUDGET", 4 * 40 * 2)  # two positions per chunk
-    chunked = diffusion_generate(bb, PROMPTS, cfg, 40, PAD, EOS)
+    chunked = diffusion_generate(bb, PROMPTS, cfg, UniformNoise(40), PAD, EOS)
     assert [r.all_samples for r in whole] == [r.all_samples for r in chunked]
     for a, b in zip(whole, chunked, strict=True):
         assert a.all_scores == pytest.approx(b.all_scores)
@@ -163,10 +166,11 @@ def test_chunked_output_projection_matches_whole(monkeypatch):
 
 def test_early_stop_at_a_fixed_point_changes_nothing():
     bb = Backbone(tiny_model("llama"))
-    cfg = DiffusionSampling(steps=12, samples=2, target_length=6, temperature=0.0)
-    full = diffusion_generate(bb, PROMPTS, cfg, 40, PAD, EOS)
+    cfg = DiffusionSampling(steps=12, candidates=2, target_length=6, temperature=0.0)
+    full = diffusion_generate(bb, PROMPTS, cfg, UniformNoise(40), PAD, EOS)
     early = diffusion_generate(bb, PROMPTS, DiffusionSampling(**{**cfg.__dict__,
-                                                                 "early_stop": True}), 40, PAD, EOS)
+                                                                 "early_stop": True}), UniformNoise(40), PAD,
+                              EOS)
     assert [r.all_samples for r in early] == [r.all_samples for r in full]
     assert all(r.steps < 12 for r in early) and all(r.steps == 12 for r in full)
 
@@ -174,8 +178,8 @@ def test_early_stop_at_a_fixed_point_changes_nothing():
 def test_masked_diffusion_reveals_an_equal_share_per_step_and_keeps_revealed_tokens(monkeypatch):
     bb = Backbone(tiny_model("llama"))
     calls = _record_fed_targets(bb, monkeypatch)
-    cfg = DiffusionSampling(steps=4, samples=3, target_length=7, mask_id=39, temperature=0.5)
-    res = diffusion_generate(bb, PROMPTS[:1], cfg, 40, PAD, EOS)[0]
+    cfg = DiffusionSampling(steps=4, candidates=3, target_length=7, temperature=0.5)
+    res = diffusion_generate(bb, PROMPTS[:1], cfg, MaskNoise(39), PAD, EOS)[0]
     assert torch.equal(calls[0], torch.full((3, 7), 39))  # starts from all masks
     masked = [int((c == 39).sum(1)[0]) for c in calls]
     assert masked == [7, 5, 3, 1] and all(bool(((c == 39).sum(1) == m).all())
@@ -188,26 +192,23 @@ def test_masked_diffusion_reveals_an_equal_share_per_step_and_keeps_revealed_tok
 
 def test_masked_diffusion_stops_once_every_position_is_revealed():
     bb = Backbone(tiny_model("llama"))
-    cfg = DiffusionSampling(steps=10, samples=2, target_length=6, mask_id=39, seed=3)
-    assert [r.steps for r in diffusion_generate(bb, PROMPTS, cfg, 40, PAD, EOS)] == [6] * 3
+    cfg = DiffusionSampling(steps=10, candidates=2, target_length=6, seed=3)
+    steps = [r.steps for r in diffusion_generate(bb, PROMPTS, cfg, MaskNoise(39), PAD, EOS)]
+    assert steps == [6] * 3
 
 
 def test_reveal_keeps_the_most_confident_masked_positions():
-    from ar2diff.sampling.diffusion import _reveal
-
     x = torch.tensor([[9, 5, 9, 9]])  # mask id 9; position 1 already revealed
     drawn = torch.tensor([[1, 2, 3, 4]])
     drawn_logp = torch.tensor([[-0.5, 0.0, -2.0, -0.1]])
-    new, logp = _reveal(x, drawn, drawn_logp, torch.zeros(1, 4), 9, (0, 4, 2))
+    new, logp = reveal(x, drawn, drawn_logp, torch.zeros(1, 4), 9, (0, 4, 2))
     assert new.tolist() == [[1, 5, 9, 4]]  # ceil(3 / 2) = 2 positions: the two most confident
     assert logp[0].tolist() == pytest.approx([-0.5, 0.0, 0.0, -0.1])
-    new, _ = _reveal(x, drawn, drawn_logp, torch.zeros(1, 4), 9, (0, 3, 2))  # block [0, 3)
+    new, _ = reveal(x, drawn, drawn_logp, torch.zeros(1, 4), 9, (0, 3, 2))  # block [0, 3)
     assert new.tolist() == [[1, 5, 9, 9]]  # ceil(2 / 2) = 1 position, inside the block
 
 
 def test_reveal_plan_shares_steps_over_blocks_left_to_right():
-    from ar2diff.sampling.diffusion import reveal_plan
-
     assert reveal_plan(6, 3, 0) == [(0, 6, 3), (0, 6, 2), (0, 6, 1)]
     assert reveal_plan(4, 10, 0) == [(0, 4, 4), (0, 4, 3), (0, 4, 2), (0, 4, 1)]  # ≤ 1 per token
     assert reveal_plan(7, 5, 3) == [(0, 3, 2), (0, 3, 1), (3, 6, 2), (3, 6, 1), (6, 7, 1)]

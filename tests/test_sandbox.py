@@ -1,4 +1,4 @@
-"""Hostile-program battery for ar2diff.sandbox.
+"""Hostile-program battery for ar2diff.evaluation.sandbox.
 
 Every hostile case runs through one ``run_programs`` call, interleaved with normal programs: each
 case must end with its expected status while the harness, the normal programs beside it, the
@@ -21,8 +21,8 @@ from string import Template
 
 import pytest
 
-from ar2diff import sandbox
-from ar2diff.sandbox import ExecResult, isolation_mode, run_program, run_programs
+from ar2diff.evaluation import sandbox
+from ar2diff.evaluation.sandbox import ExecResult, isolation_mode, run_program, run_programs
 
 TIMEOUT_S = 2.0
 MEMORY_MB = 256

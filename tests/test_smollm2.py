@@ -47,12 +47,12 @@ def test_greedy_batched_equals_alone(smollm2):
 
 
 def test_demo_adapts_smollm2_with_masked_noise_and_answers_both_ways(smollm2, tmp_path, capsys):
-    from ar2diff.ar2diff import adapt_demo
+    from ar2diff.demo import ar2diff_demo
     from ar2diff.models.checkpoint import load_meta
 
-    adapt_demo(str(tmp_path), steps=2)
+    ar2diff_demo(str(tmp_path), steps=2)
     out = capsys.readouterr().out
     assert "AR (original model, greedy)" in out and "diffusion (adapted" in out
     assert "The capital of France is… Paris" in out  # the AR answer
     meta = load_meta(tmp_path / "adapted" / "model")
-    assert meta["noise"] == "mask" and meta["sample"]["block_length"] == 4
+    assert meta.noise == "mask" and meta.decoding.block_length == 4

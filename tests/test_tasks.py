@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import DATA, needs_data
 
-from ar2diff.data.paths import shared_data_dir
 from ar2diff.data.tasks import TRANSLATION_PREFIX, TaskExample, load_task, task_names, task_splits
 from ar2diff.errors import Ar2DiffError
+from ar2diff.paths import shared_data_dir
 
 
 @cache

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 from ar2diff.config import load_config, parse_overrides
 from ar2diff.errors import Ar2DiffError
 from ar2diff.models.checkpoint import load_model
-from ar2diff.runs import run_training
-from ar2diff.train import checkpoints
+from ar2diff.training.assemble import run_training
+from ar2diff.training.loop import checkpoints
 
 TOY = ["data.source=toy", "tokenizer.kind=toy", "model.size=nano", "data.target_length=12",
        "train.progress=false", "train.eval_every=0", "optim.warmup_steps=2", "optim.lr=3e-3"]
@@ -62,7 +62,7 @@ def test_training_lowers_the_loss(tmp_path, kind):
     first, last = result.history[0]["loss"], result.history[-1]["loss"]
     assert last < 0.7 * first
     model, tok, meta = load_model(result.model_dir)
-    assert meta["kind"] == kind and meta["noise_vocab"] == len(tok)
+    assert meta.mode == kind and meta.noise_vocab == len(tok)
     assert result.final_eval_loss is not None
 
 
@@ -119,7 +119,7 @@ def test_unwritable_output_is_reported_before_training(tmp_path):
 
 
 def test_default_corpus_mixes_books_and_code_or_falls_back_to_code(monkeypatch):
-    import ar2diff.runs as runs
+    import ar2diff.training.assemble as runs
 
     cfg = load_config(None, ["data.source=corpus"])
     monkeypatch.setattr(runs, "default_text_files", lambda: [Path("a.txt")])
@@ -131,16 +131,16 @@ def test_default_corpus_mixes_books_and_code_or_falls_back_to_code(monkeypatch):
 
 
 def test_causal_input_diffusion_is_saved_and_sampled_with_its_mask(tmp_path):
-    cfg = _cfg(tmp_path, "objective.kind=diffusion", "objective.attention=causal",
+    cfg = _cfg(tmp_path, "objective.kind=diffusion", "objective.input_attention=causal",
                "objective.shift=true", "objective.anneal_steps=2", "train.steps=3",
                "train.batch_size=4")
     result = run_training(cfg)
     from ar2diff.generation import DecodeOptions, TextGenerator
 
     gen = TextGenerator.load(str(result.model_dir))
-    assert gen.meta["attention"] == "diffusion-causal-input"
+    assert gen.meta.layout == "diffusion-causal-input"
     opts = DecodeOptions(mode="diffusion", max_new_tokens=6, steps=2)
-    assert gen.diffusion_config(opts).mode == "diffusion-causal-input"
+    assert gen.diffusion_config(opts).layout == "diffusion-causal-input"
     assert len(gen.generate(["1 2 3"], opts)[0]) == 1
 
 
@@ -149,20 +149,20 @@ def test_causal_input_diffusion_is_saved_and_sampled_with_its_mask(tmp_path):
 def test_finetune_keeps_the_layout_the_model_was_adapted_with(tmp_path, attention, expected):
     import json
 
-    from ar2diff.ar2diff import adapt_config, finetune_config
+    from ar2diff.recipes import adapt_config, finetune_config
 
-    assert adapt_config("smollm2-135m", 5, str(tmp_path)).objective.attention == "causal"
-    (tmp_path / "ar2diff.json").write_text(json.dumps(
+    assert adapt_config("smollm2-135m", 5, str(tmp_path)).objective.input_attention == "causal"
+    (tmp_path / "ar2diff.json").write_text(json.dumps(  # a folder of the first schema
         {"kind": "diffusion", "shift": False, "attention": attention}))
     cfg = finetune_config(str(tmp_path), "squad", "diffusion", str(tmp_path / "ft"))
-    assert (cfg.objective.attention, cfg.objective.shift) == (expected, False)
+    assert (cfg.objective.input_attention, cfg.objective.shift) == (expected, False)
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2", "t5"])
 def test_mask_token_is_added_without_changing_other_logits(arch, toy_tokenizer):
     from conftest import tiny_model
 
-    from ar2diff.models.factory import add_mask_token
+    from ar2diff.noise.mask import add_mask_token
 
     n = len(toy_tokenizer)
     model = tiny_model(arch, vocab=n)
@@ -182,8 +182,8 @@ def test_mask_token_is_added_without_changing_other_logits(arch, toy_tokenizer):
 
 
 def test_masked_diffusion_trains_saves_and_samples_with_its_mask_token(tmp_path):
-    from ar2diff.ar2diff import finetune_config
     from ar2diff.generation import DecodeOptions, TextGenerator
+    from ar2diff.recipes import finetune_config
 
     cfg = _cfg(tmp_path, "objective.noise=mask", "objective.unroll=1", "train.steps=40",
                "train.batch_size=16", "train.eval_every=40", "train.eval_examples=32",
@@ -194,25 +194,26 @@ def test_masked_diffusion_trains_saves_and_samples_with_its_mask_token(tmp_path)
     assert last < 0.7 * first
     gen = TextGenerator.load(str(result.model_dir))
     mask_id = gen.tokenizer.mask_token_id
-    assert gen.meta["noise"] == "mask" and gen.meta["mask_id"] == mask_id
+    assert gen.meta.noise == "mask" and gen.meta.mask_id == mask_id
     assert gen.backbone.model.get_input_embeddings().weight.shape[0] == len(gen.tokenizer)
     opts = DecodeOptions(mode="diffusion", max_new_tokens=6, steps=3)
-    assert gen.diffusion_config(opts).mask_id == mask_id
+    assert gen.noise.name == "mask" and gen.noise.banned_ids == (mask_id,)
     ids = gen.generate_ids([gen.encode_prompt("copy : 1 2 3", chat=False)], opts)[0][0]
     assert mask_id not in ids and len(ids) <= 6
     with pytest.raises(Ar2DiffError, match="--block-length -1"):
         gen.diffusion_config(DecodeOptions(mode="diffusion", block_length=-1))
     ft = finetune_config(str(result.model_dir), "squad", "diffusion", str(tmp_path / "ft"))
     assert ft.objective.noise == "mask"
-    with pytest.raises(Ar2DiffError, match="objective.noise"):
-        _cfg(tmp_path, "objective.noise=gaussian")
+    with pytest.raises(Ar2DiffError, match="objective.noise='gaussian'"):
+        run_training(_cfg(tmp_path / "bad", "objective.noise=gaussian"))
+    assert not (tmp_path / "bad").exists()  # refused before any work
 
 
 def test_adapt_preset_adapts_a_local_model_with_masked_noise_and_resumes(tmp_path,
                                                                           toy_tokenizer):
     from conftest import tiny_model
 
-    from ar2diff.ar2diff import adapt
+    from ar2diff.recipes import adapt
 
     folder = tmp_path / "base"
     tiny_model("llama", vocab=len(toy_tokenizer)).save_pretrained(folder)
@@ -235,5 +236,5 @@ def test_adapt_preset_adapts_a_local_model_with_masked_noise_and_resumes(tmp_pat
     wf, wr = _weights(full.model_dir), _weights(resumed.model_dir)
     assert all(torch.equal(wf[k], wr[k]) for k in wf)
     _, tok, meta = load_model(full.model_dir)
-    assert meta["noise"] == "mask" and meta["mask_id"] == tok.mask_token_id == len(toy_tokenizer)
-    assert meta["attention"] == "diffusion-causal-input" and meta["shift"] is True
+    assert meta.noise == "mask" and meta.mask_id == tok.mask_token_id == len(toy_tokenizer)
+    assert meta.layout == "diffusion-causal-input" and meta.shift is True

@@ -9,6 +9,13 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from ar2diff.decoding import (
+    DEFAULT_AR_TEMPERATURE,
+    DEFAULT_CANDIDATES,
+    DEFAULT_STEPS,
+    DEFAULT_TEMPERATURE,
+    DecodeOptions,
+)
 from ar2diff.errors import Ar2DiffError
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], None]]] = {}
@@ -28,12 +35,17 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("decoding")
     g.add_argument("--mode", choices=["ar", "diffusion"],
                    help="decode autoregressively or by diffusion (default: the model's own kind)")
-    g.add_argument("--steps", type=int, help="diffusion steps T (default 10)")
-    g.add_argument("--samples", type=int,
-                   help="diffusion: N samples denoised in parallel, best returned (default 8); "
-                        "AR: number of completions")
+    g.add_argument("--steps", type=int,
+                   help=f"diffusion steps T (default: the model's, else {DEFAULT_STEPS})")
+    g.add_argument("--candidates", type=int,
+                   help="diffusion: N candidates denoised in parallel, the best one returned "
+                        f"(default: the model's, else {DEFAULT_CANDIDATES})")
+    g.add_argument("--completions", type=int,
+                   help="completions returned per prompt (default 1)")
+    g.add_argument("--samples", type=int, help=argparse.SUPPRESS)  # earlier name of both
     g.add_argument("--temperature", type=float,
-                   help="sampling temperature (diffusion default 0.2; AR sampling default 1.0)")
+                   help=f"sampling temperature (diffusion default {DEFAULT_TEMPERATURE}; "
+                        f"AR sampling default {DEFAULT_AR_TEMPERATURE})")
     g.add_argument("--max-new-tokens", type=int,
                    help="AR: most tokens to generate; diffusion: target length")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -53,17 +65,24 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
                    help="wrap the prompt in the tokenizer's chat template (default: if it has one)")
 
 
-def decode_options(args: argparse.Namespace):
-    from ar2diff.generation import DecodeOptions
+def decode_options(args: argparse.Namespace) -> DecodeOptions:
+    """The decoding options the command line asks for.
 
-    diffusion = args.mode == "diffusion"
+    ``--samples`` (an earlier name) means ``--candidates`` in diffusion mode and
+    ``--completions`` otherwise.
+    """
+    candidates, completions = args.candidates, args.completions
+    if args.samples is not None:
+        if args.mode == "diffusion":
+            candidates = candidates or args.samples
+        else:
+            completions = completions or args.samples
     return DecodeOptions(
         mode=args.mode, steps=args.steps, temperature=args.temperature,
         max_new_tokens=args.max_new_tokens, seed=args.seed, strategy=args.strategy,
         top_p=args.top_p, num_beams=args.num_beams, chat=args.chat, early_stop=args.early_stop,
         repetition_penalty=args.repetition_penalty, block_length=args.block_length,
-        parallel=args.samples if diffusion else None,
-        num_return=1 if diffusion or args.samples is None else args.samples,
+        candidates=candidates, completions=completions or 1,
     )
 
 
@@ -81,7 +100,7 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
 @command("train", "train a model (any stage) from a YAML config with key=value overrides")
 def cmd_train(args: argparse.Namespace) -> None:
     from ar2diff.config import load_config
-    from ar2diff.runs import run_training
+    from ar2diff.training.assemble import run_training
 
     config = load_config(args.config, args.overrides)
     result = run_training(config, resume=args.resume)
@@ -104,12 +123,12 @@ def _configure_adapt(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides on the adapt preset, e.g. objective.shift=false or "
-                        "objective.noise=mask (absorbing-mask diffusion)")
+                        "objective.noise=uniform (the paper's SUNDAE noise)")
 
 
 @command("adapt", "AR2Diff step 2: adapt a pretrained AR model to diffusion (continued pretraining)")
 def cmd_adapt(args: argparse.Namespace) -> None:
-    from ar2diff.ar2diff import adapt
+    from ar2diff.recipes import adapt
 
     result = adapt(args.model, args.steps, args.out, args.data, args.overrides, args.resume)
     print(f"adapted model saved to {result.model_dir}")
@@ -135,12 +154,11 @@ def _configure_finetune(p: argparse.ArgumentParser) -> None:
 
 @command("finetune", "AR2Diff step 3: fine-tune on an end task as AR or diffusion")
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from ar2diff.ar2diff import finetune_config
+    from ar2diff.recipes import finetune_config
+    from ar2diff.training.assemble import run_training
 
     config = finetune_config(args.model, args.task, args.mode, args.out, args.steps,
                              args.overrides)
-    from ar2diff.runs import run_training
-
     print(f"fine-tuned model saved to {run_training(config, resume=args.resume).model_dir}")
 
 
@@ -194,9 +212,17 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
 
 @command("evaluate", "evaluate a model (or a predictions file) on a task; writes results JSON")
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from ar2diff.evaluation_run import run_evaluation
+    from ar2diff.evaluation.run import evaluate_model, score_predictions_file
 
-    results = run_evaluation(args)
+    where = {"split": args.split, "data": args.data, "limit": args.limit, "ks": args.k,
+             "out": args.out}
+    if args.predictions:
+        results = score_predictions_file(args.task, args.predictions, **where)
+    elif not args.model:
+        raise Ar2DiffError("evaluate needs --model (or --predictions FILE)")
+    else:
+        results = evaluate_model(args.model, args.task, decode_options(args),
+                                 batch_size=args.batch_size, **where)
     metrics = {k: v for k, v in results["metrics"].items() if not isinstance(v, dict)}
     print(" ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
                    for k, v in metrics.items()))
@@ -248,7 +274,7 @@ def _configure_bench(p: argparse.ArgumentParser) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from ar2diff import bench
+    from ar2diff.speed import bench
 
     out = Path(args.out or f"bench/results/{args.what}.json")
     if args.what == "decode":

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from ar2diff.decoding import DEFAULT_TARGET_LENGTH, DecodingDefaults
 from ar2diff.errors import Ar2DiffError
 
 
@@ -54,7 +55,7 @@ class DataConfig:
     task_path: str | None = None
     split: str = "train"
     input_length: int = 256  # longer inputs are truncated from the left
-    target_length: int = 32  # diffusion targets are padded to this length
+    target_length: int = DEFAULT_TARGET_LENGTH  # diffusion targets are padded to this length
 
 
 @dataclass
@@ -63,8 +64,8 @@ class ObjectiveConfig:
 
     kind: str = "diffusion"  # ar | diffusion
     format: str = "prefix"  # causal | prefix | span (span corruption) | task
-    attention: str = "prefix"  # attention over the input: prefix (bidirectional) | causal
-    noise: str = "uniform"  # diffusion: uniform (SUNDAE, the paper) | mask (absorbing [MASK])
+    input_attention: str = "prefix"  # how the input attends to itself: prefix (both ways) | causal
+    noise: str = "uniform"  # diffusion: a process of ar2diff.noise: uniform (SUNDAE) | mask
     unroll: int = 2  # SUNDAE L(1:unroll); 1 = single pass (uniform noise only)
     shift: bool = False  # diffusion: position i predicts token i+1, as an AR head
     anneal_steps: int = 0  # diffusion: anneal attention from causal to bidirectional over K steps
@@ -103,16 +104,7 @@ class TrainConfig:
     parallel: str = "ddp"  # with several processes: ddp (replicas) | fsdp (sharded, decoder-only)
 
 
-@dataclass
-class SampleConfig:
-    """Decoding defaults saved with the model (the paper's T = 10, tau = 0.2, N = 8)."""
-
-    steps: int = 10
-    temperature: float = 0.2
-    samples: int = 8
-    max_new_tokens: int = 32
-    repetition_penalty: float = 1.0  # diffusion: > 1 discourages tokens repeated in a sample
-    block_length: int = 0  # masked diffusion: reveal blocks of this many tokens, left to right
+SampleConfig = DecodingDefaults  # the ``sample:`` section: decoding defaults saved with the model
 
 
 @dataclass
@@ -137,7 +129,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.toy_task": ("copy", "reverse", "sort"),
     "objective.kind": ("ar", "diffusion"),
     "objective.format": ("causal", "prefix", "span", "task"),
-    "objective.attention": ("causal", "prefix"),
+    "objective.input_attention": ("causal", "prefix"),
     "optim.decay": ("cosine", "linear", "constant"),
     "train.parallel": ("ddp", "fsdp"),
 }
@@ -215,6 +207,19 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return nested
 
 
+# Keys an earlier release used; configs and experiment specs that name them still load.
+ALIASES = {("objective", "attention"): "input_attention", ("sample", "samples"): "candidates"}
+
+
+def _rename_aliases(data: dict[str, Any]) -> dict[str, Any]:
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for (section, old), new in ALIASES.items():
+        part = out.get(section)
+        if isinstance(part, dict) and old in part:
+            part.setdefault(new, part.pop(old))
+    return out
+
+
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
@@ -239,7 +244,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(data, dict):
             raise Ar2DiffError(f"config file {path}: the top level must be a mapping of sections "
                                "(model:, data:, train:, …)")
-    data = _merge(data, parse_overrides(overrides or []))
+    data = _merge(_rename_aliases(data), _rename_aliases(parse_overrides(overrides or [])))
     config = _build(RunConfig, data, "")
     validate(config)
     return config
@@ -255,9 +260,6 @@ def validate(config: RunConfig) -> None:
         raise Ar2DiffError(
             f"train.batch_size ({t.batch_size}) must be a multiple of train.micro_batch_size ({micro})"
         )
-    if o.noise not in ("uniform", "mask"):
-        raise Ar2DiffError(f"objective.noise={o.noise!r}: choose uniform (SUNDAE) or mask "
-                           "(absorbing mask token)")
     if o.unroll < 1:
         raise Ar2DiffError("objective.unroll must be at least 1 (1 = L(1:1), 2 = L(1:2))")
     if config.sample.block_length < 0:

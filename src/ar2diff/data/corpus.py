@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ar2diff.data.paths import shared_data_dir
 from ar2diff.errors import Ar2DiffError
+from ar2diff.paths import shared_data_dir
 
 HELD_OUT_FRACTION = 0.02
 

@@ -16,12 +16,10 @@ from transformers import PreTrainedTokenizerBase
 from ar2diff.config import RunConfig
 from ar2diff.data.batching import Example
 from ar2diff.data.corpus import TokenStream
+from ar2diff.data.formats import causal_lm_example, prefix_lm_example, span_corruption_example
 from ar2diff.data.toy import toy_pair
 from ar2diff.errors import Ar2DiffError
-from ar2diff.noise import example_generator
-from ar2diff.objectives.causal_lm import causal_lm_example
-from ar2diff.objectives.prefix_lm import prefix_lm_example
-from ar2diff.objectives.span_corruption import span_corruption_example
+from ar2diff.rng import STREAM_SEGMENT, STREAM_TASK_ORDER, example_generator
 from ar2diff.tokenization import sentinel_ids, special_ids
 
 HELD_OUT = 1 << 40  # held-out examples use indices from here on
@@ -75,7 +73,8 @@ def task_source(tokenizer: PreTrainedTokenizerBase, config: RunConfig, examples:
 
     def pair(i: int) -> tuple[str, str]:
         epoch, pos = divmod(i % HELD_OUT, n)
-        order = torch.randperm(n, generator=example_generator(config.train.seed, epoch, 7))
+        gen = example_generator(config.train.seed, epoch, STREAM_TASK_ORDER)
+        order = torch.randperm(n, generator=gen)
         ex = examples[int(order[pos])]
         return ex.input, ex.target
 
@@ -106,7 +105,7 @@ class CorpusSource:
         self.sentinels = sentinel_ids(tokenizer, 100) if config.objective.format == "span" else []
 
     def example(self, index: int) -> Example:
-        gen = example_generator(self.cfg.train.seed, index, 11)
+        gen = example_generator(self.cfg.train.seed, index, STREAM_SEGMENT)
         which = int(torch.searchsorted(self.cum, torch.rand((), generator=gen, dtype=torch.float64)))
         stream = self.streams[min(which, len(self.streams) - 1)]
         data = stream.held_out if index >= HELD_OUT else stream.train

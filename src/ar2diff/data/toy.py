@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ar2diff.noise import example_generator
+from ar2diff.rng import example_generator
 
 DIGITS = [str(d) for d in range(10)]
 TASKS = ("copy", "reverse", "sort")

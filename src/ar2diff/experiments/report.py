@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ar2diff.models.checkpoint import write_json_atomic  # noqa: E402
+from ar2diff.atomic import write_json_atomic  # noqa: E402
 
 
 def metric_value(result: dict, metric: str) -> float | None:
@@ -132,7 +132,7 @@ def _plot_bars(name: str, cells: dict[tuple[str, str], dict], out: Path) -> Path
 
 def write_report(spec: dict, spec_path: Path, out: Path, results: dict, timing: list[dict]) -> dict:
     """Write ``REPORT.md``, ``results.json`` and the plots into ``out``; returns the summary."""
-    from ar2diff.evaluation_run import git_commit
+    from ar2diff.provenance import git_commit
 
     tables = _cells(spec, results)
     commit = git_commit()

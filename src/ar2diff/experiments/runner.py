@@ -11,7 +11,6 @@ starts from); a cell whose spec changed since it was stored is redone. The repor
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import shutil
@@ -19,12 +18,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
+from ar2diff.atomic import write_json_atomic
 from ar2diff.config import load_config
+from ar2diff.decoding import decode_options
 from ar2diff.errors import Ar2DiffError
-from ar2diff.models.checkpoint import is_ar2diff_folder, write_json_atomic
+from ar2diff.evaluation.run import evaluate_model
+from ar2diff.experiments.report import write_report
+from ar2diff.models.checkpoint import is_ar2diff_folder
+from ar2diff.recipes import preset
+from ar2diff.speed.bench import run_case
+from ar2diff.training.assemble import run_training
 
 
 def load_experiment(path: str | Path) -> dict[str, Any]:
@@ -90,11 +95,8 @@ class Experiment:
         overrides = [*common, *entry.get("overrides", [])]
         if "from" in entry:
             overrides.append(f"model.pretrained={self.model_dir(entry['from'])}")
-        preset = entry.get("preset")
-        config_path = _preset_path(preset) if preset else None
+        config_path = preset(entry["preset"]) if entry.get("preset") else None
         config = load_config(config_path, [*overrides, f"train.out_dir={folder.parent}"])
-        from ar2diff.runs import run_training
-
         start = time.perf_counter()
         print(f"[experiment] training {name} ({config.train.steps} steps)", flush=True)
         run_training(config, resume=True)
@@ -118,25 +120,18 @@ class Experiment:
                                                           **entry}}
             write_json_atomic(path, result)
             return result
-        from ar2diff.data.tasks import load_task
-        from ar2diff.evaluate import evaluate_task
-        from ar2diff.generation import DecodeOptions, TextGenerator
-
         model = self.model_dir(entry["model"])
-        dtype = entry.get("dtype", "float32")
-        if dtype not in ("float32", "bfloat16"):
-            raise Ar2DiffError(f"evaluation {name}: dtype {dtype!r} is not float32 or bfloat16")
-        gen = TextGenerator.load(str(model), getattr(torch, dtype))
-        opts = DecodeOptions(chat=False, **entry.get("decode", {}))
-        examples = load_task(entry["task"], entry.get("split", "test"), limit=entry.get("limit"))
-        ks = entry.get("k", [1])
         print(f"[experiment] evaluating {name}", flush=True)
-        start = time.perf_counter()
-        result = evaluate_task(examples, lambda prompts, n: gen.generate(prompts, opts),
-                               entry["task"], num_samples=opts.num_return, ks=ks,
-                               batch_size=entry.get("batch_size", 8), progress=False)
-        result["seconds"] = time.perf_counter() - start
-        result["setup"] = {**entry, "model_dir": str(model), "decode": dataclasses.asdict(opts)}
+        try:
+            opts = decode_options(entry.get("decode", {}))
+        except TypeError as exc:
+            raise Ar2DiffError(f"evaluation {name}: bad decode field ({exc})") from exc
+        result = evaluate_model(
+            model, entry["task"], opts, split=entry.get("split", "test"),
+            limit=entry.get("limit"), ks=entry.get("k", [1]),
+            batch_size=entry.get("batch_size", 8), dtype=entry.get("dtype", "float32"),
+            progress=False)
+        result["setup"] = {**result["setup"], **entry, "model_dir": str(model)}
         result["fingerprint"] = fingerprint
         self.done[fingerprint] = result
         write_json_atomic(path, result)
@@ -150,7 +145,6 @@ class Experiment:
         path = self.out / "results" / "timing.json"
         if path.is_file():
             return json.loads(path.read_text(encoding="utf-8"))
-        from ar2diff.bench import run_case
 
         rows = []
         for length in spec["lengths"]:
@@ -169,19 +163,11 @@ class Experiment:
         results = {name: self.evaluate(name, entry)
                    for name, entry in self.spec["evaluations"].items()}
         timing = self.timing()
-        from ar2diff.experiments.report import write_report
-
         return write_report(self.spec, self.spec_path, self.out, results, timing)
 
 
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _preset_path(name: str) -> Path:
-    from ar2diff.ar2diff import preset
-
-    return preset(name)
 
 
 def run_experiment(config: str | Path, out: str | Path | None = None) -> dict[str, Any]:

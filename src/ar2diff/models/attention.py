@@ -1,7 +1,7 @@
-"""Attention modes as 4-D additive masks that every Hugging Face decoder accepts.
+"""Attention layouts as 4-D additive masks that every Hugging Face decoder accepts.
 
 A sequence is described by the *role* of each position: ``PAD`` (not attended), ``INPUT``
-(the conditioning prefix) or ``TARGET`` (the tokens the model predicts). The modes are:
+(the conditioning prefix) or ``TARGET`` (the tokens the model predicts). The layouts are:
 
 * ``causal``: every position sees the positions at or before it (an ordinary LM).
 * ``prefix``: input positions see each other bidirectionally; target positions see every input
@@ -12,7 +12,7 @@ A sequence is described by the *role* of each position: ``PAD`` (not attended), 
   before them, as in the AR model an AR2Diff run starts from (its input representations stay
   the ones it was trained to produce).
 
-In no mode does an input position see a target position, so input outputs never depend on
+In no layout does an input position see a target position, so input outputs never depend on
 targets. The masks are layout-agnostic: inputs may be left- or right-padded and the target may
 start at a different column in every row.
 """
@@ -24,24 +24,24 @@ from typing import Literal
 import torch
 
 PAD, INPUT, TARGET = 0, 1, 2
-Mode = Literal["causal", "prefix", "diffusion", "diffusion-causal-input"]
-MODES: tuple[str, ...] = ("causal", "prefix", "diffusion", "diffusion-causal-input")
+Layout = Literal["causal", "prefix", "diffusion", "diffusion-causal-input"]
+LAYOUTS: tuple[str, ...] = ("causal", "prefix", "diffusion", "diffusion-causal-input")
 
 
 def allowed_keys(
     query_roles: torch.Tensor,
     key_roles: torch.Tensor,
-    mode: str,
+    layout: str,
     query_pos: torch.Tensor | None = None,
     key_pos: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Boolean ``[B, Q, K]``: may query ``q`` attend to key ``k`` under ``mode``.
+    """Boolean ``[B, Q, K]``: may query ``q`` attend to key ``k`` under ``layout``.
 
     ``query_pos`` / ``key_pos`` are the column indices of queries and keys in the full
     sequence (default ``arange``); they order positions for the causal parts.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown attention mode {mode!r}; choose one of {MODES}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown attention layout {layout!r}; choose one of {LAYOUTS}")
     batch, q_n = query_roles.shape
     k_n = key_roles.shape[1]
     if query_pos is None:
@@ -53,11 +53,11 @@ def allowed_keys(
     q_role = query_roles[:, :, None]
     k_role = key_roles[:, None, :]
     key_valid = k_role != PAD
-    if mode == "causal":
+    if layout == "causal":
         ok = k_at <= q_at
-    elif mode == "prefix":
+    elif layout == "prefix":
         ok = torch.where(q_role == INPUT, k_role == INPUT, (k_role == INPUT) | (k_at <= q_at))
-    elif mode == "diffusion":
+    elif layout == "diffusion":
         ok = torch.where(q_role == INPUT, k_role == INPUT, key_valid)
     else:
         ok = torch.where(q_role == INPUT, (k_role == INPUT) & (k_at <= q_at), key_valid)
@@ -68,21 +68,21 @@ def allowed_keys(
 
 
 def annealed_keys(roles: torch.Tensor, fraction: float, gen: torch.Generator,
-                  mode: str = "diffusion") -> torch.Tensor:
-    """Between AR and ``mode``: each future target→target link is open with ``fraction``.
+                  layout: str = "diffusion") -> torch.Tensor:
+    """Between AR and ``layout``: each future target→target link is open with ``fraction``.
 
     Attention-mask annealing (as in DiffuLLaMA) moves an AR model to bidirectional attention
     gradually: at 0 this is the ``prefix`` mask (``causal`` for ``diffusion-causal-input``),
-    at 1 the ``mode`` mask.
+    at 1 the ``layout`` mask.
     """
-    prefix = allowed_keys(roles, roles, "prefix" if mode == "diffusion" else "causal")
-    full = allowed_keys(roles, roles, mode)
+    prefix = allowed_keys(roles, roles, "prefix" if layout == "diffusion" else "causal")
+    full = allowed_keys(roles, roles, layout)
     opened = (torch.rand(full.shape, generator=gen) < fraction).to(full.device)
     return prefix | (full & opened)
 
 
-def diffusion_mode(input_attention: str) -> str:
-    """The diffusion mask for an input attention of ``prefix`` (bidirectional) or ``causal``."""
+def diffusion_layout(input_attention: str) -> str:
+    """The diffusion layout for an input attention of ``prefix`` (bidirectional) or ``causal``."""
     return "diffusion" if input_attention == "prefix" else "diffusion-causal-input"
 
 

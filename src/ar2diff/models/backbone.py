@@ -1,7 +1,7 @@
-"""A Hugging Face model run under an attention mode: the one switch from AR to diffusion.
+"""A Hugging Face model run under an attention layout: the one switch from AR to diffusion.
 
 :class:`Backbone` wraps any decoder-only causal LM (Llama, Qwen2, GPT-2, …) or T5-style
-encoder–decoder and computes logits for the *target* part of a batch. The attention mode
+encoder–decoder and computes logits for the *target* part of a batch. The attention layout
 (``causal`` | ``prefix`` | ``diffusion``, see :mod:`ar2diff.models.attention`) is passed as the 4-D
 attention mask the model already accepts, so no modeling file is forked.
 
@@ -61,7 +61,7 @@ class PrefixState:
 
 
 class Backbone(nn.Module):
-    """A decoder-only or encoder–decoder HF model with switchable attention mode."""
+    """A decoder-only or encoder–decoder HF model with a switchable attention layout."""
 
     def __init__(self, model: PreTrainedModel):
         super().__init__()
@@ -78,8 +78,12 @@ class Backbone(nn.Module):
 
     # ---- masks -----------------------------------------------------------------------------
 
-    def _mask(self, allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """SDPA takes a boolean mask; eager attention adds a float one."""
+    def attention_mask(self, allowed: torch.Tensor) -> torch.Tensor:
+        """The 4-D mask the model takes for a boolean ``[B, Q, K]`` "may attend" tensor.
+
+        SDPA takes a boolean mask; eager attention adds a float one (in the compute dtype).
+        """
+        dtype = self._dtype()
         allowed = allowed[:, None].to(self.device)
         if self.model.config._attn_implementation == "sdpa":
             return allowed
@@ -95,24 +99,24 @@ class Backbone(nn.Module):
 
     # ---- full forward (training) -----------------------------------------------------------
 
-    def target_logits(self, batch: Batch, fed: torch.Tensor, mode: str, shift: bool,
+    def target_logits(self, batch: Batch, fed: torch.Tensor, layout: str, shift: bool,
                       anneal: tuple[float, torch.Generator] | None = None) -> torch.Tensor:
         """Logits ``[B, Lt, V]`` for the target positions, with ``fed`` as the target tokens.
 
-        ``anneal=(fraction, generator)`` replaces the mode's mask by the annealed one
+        ``anneal=(fraction, generator)`` replaces the layout's mask by the annealed one
         (:func:`~ar2diff.models.attention.annealed_keys`; decoder-only models).
         """
         batch = batch.to(self.device)
         fed = fed.to(self.device)
         if self.is_encoder_decoder:
             return self._enc_dec_logits(batch.input_ids, batch.input_mask, fed, batch.target_mask,
-                                        mode, shift, None)
+                                        layout, shift, None)
         tokens, roles, tgt_cols = _pack(batch, fed)
         if shift and bool((batch.input_mask.sum(1) == 0).any()):
             raise ValueError("shift=True needs at least one input token (e.g. BOS) per example")
-        allowed = (allowed_keys(roles, roles, mode) if anneal is None
-                   else annealed_keys(roles, *anneal, mode))
-        mask = self._mask(allowed, self._dtype())
+        allowed = (allowed_keys(roles, roles, layout) if anneal is None
+                   else annealed_keys(roles, *anneal, layout))
+        mask = self.attention_mask(allowed)
         return self(tokens, mask, position_ids(roles), (tgt_cols - int(shift)).clamp(min=0))
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
@@ -130,7 +134,7 @@ class Backbone(nn.Module):
     # ---- prefix cache (sampling) -----------------------------------------------------------
 
     @torch.no_grad()
-    def encode_prefix(self, input_ids: torch.Tensor, input_mask: torch.Tensor, mode: str) -> PrefixState:
+    def encode_prefix(self, input_ids: torch.Tensor, input_mask: torch.Tensor, layout: str) -> PrefixState:
         """Run the input once; targets attend to it through :meth:`logits_from_prefix`."""
         input_ids, input_mask = input_ids.to(self.device), input_mask.to(self.device)
         if self.is_encoder_decoder:
@@ -138,7 +142,7 @@ class Backbone(nn.Module):
             return PrefixState(input_mask=input_mask, encoder_out=enc)
         roles = torch.where(input_mask, INPUT, PAD)
         cache = DynamicCache(config=self.model.config)
-        mask = self._mask(allowed_keys(roles, roles, mode), self._dtype())
+        mask = self.attention_mask(allowed_keys(roles, roles, layout))
         out = self.model.base_model(input_ids=input_ids, attention_mask=mask,
                                     position_ids=position_ids(roles), cache=cache,
                                     use_cache=True)
@@ -147,18 +151,18 @@ class Backbone(nn.Module):
         return PrefixState(input_mask=input_mask, cache=cache, roles=roles, last_hidden=last_hidden)
 
     @torch.no_grad()
-    def logits_from_prefix(self, state: PrefixState, fed: torch.Tensor, mode: str,
+    def logits_from_prefix(self, state: PrefixState, fed: torch.Tensor, layout: str,
                            shift: bool) -> torch.Tensor:
         """Target logits ``[B, Lt, V]`` given a prefix state; equal to :meth:`target_logits`."""
         fed = fed.to(self.device)
         if self.is_encoder_decoder:
             full = torch.ones_like(fed, dtype=torch.bool)
-            return self._enc_dec_logits(None, state.input_mask, fed, full, mode, shift,
+            return self._enc_dec_logits(None, state.input_mask, fed, full, layout, shift,
                                         state.encoder_out)
-        return self.model.get_output_embeddings()(self.hidden_from_prefix(state, fed, mode, shift))
+        return self.model.get_output_embeddings()(self.hidden_from_prefix(state, fed, layout, shift))
 
     @torch.no_grad()
-    def hidden_from_prefix(self, state: PrefixState, fed: torch.Tensor, mode: str,
+    def hidden_from_prefix(self, state: PrefixState, fed: torch.Tensor, layout: str,
                            shift: bool) -> torch.Tensor:
         """Decoder-only: the final hidden states ``[B, Lt, D]`` that predict each target slot.
 
@@ -170,9 +174,9 @@ class Backbone(nn.Module):
         roles = torch.cat([state.roles, torch.full_like(fed, TARGET)], dim=1)
         pos = position_ids(roles)[:, n_in:]
         query_pos = torch.arange(n_in, n_in + n_tg, device=self.device)
-        allowed = allowed_keys(roles[:, n_in:], roles, mode, query_pos=query_pos)
+        allowed = allowed_keys(roles[:, n_in:], roles, layout, query_pos=query_pos)
         hidden = self.model.base_model(
-            input_ids=fed, attention_mask=self._mask(allowed, self._dtype()), position_ids=pos,
+            input_ids=fed, attention_mask=self.attention_mask(allowed), position_ids=pos,
             cache=state.cache, use_cache=True,
         ).last_hidden_state
         state.cache.crop(-n_tg)
@@ -186,11 +190,11 @@ class Backbone(nn.Module):
 
     # ---- encoder–decoder ---------------------------------------------------------------------
 
-    def _enc_dec_logits(self, input_ids, input_mask, fed, target_mask, mode, shift, encoder_out):
+    def _enc_dec_logits(self, input_ids, input_mask, fed, target_mask, layout, shift, encoder_out):
         dec_in = _shift_right(fed, self.model.config.decoder_start_token_id) if shift else fed
         roles = torch.where(target_mask, TARGET, PAD)
-        dec_mode = "causal" if mode in ("causal", "prefix") else "diffusion"
-        mask = self._mask(allowed_keys(roles, roles, dec_mode), self._dtype())
+        dec_layout = "causal" if layout in ("causal", "prefix") else "diffusion"
+        mask = self.attention_mask(allowed_keys(roles, roles, dec_layout))
         return self.model(
             input_ids=input_ids, attention_mask=input_mask.long(), encoder_outputs=encoder_out,
             decoder_input_ids=dec_in, decoder_attention_mask=mask, use_cache=False,

@@ -1,10 +1,10 @@
 """ar2diff model folders: Hugging Face format (config + safetensors + tokenizer) plus metadata.
 
 ``transformers`` can load the weights of any folder written here as usual; ``ar2diff.json``
-adds what ar2diff needs (AR or diffusion, shift, noise vocabulary, decoding defaults, the run
-config) and ``checksums.json`` the SHA-256 of every file, verified on load. Folders are written
-to a temporary name and renamed into place, so a crash never leaves a half-written folder
-that looks valid.
+adds what ar2diff needs (:class:`~ar2diff.models.meta.ModelMeta`: AR or diffusion, layout,
+shift, noise, decoding defaults, the run config) and ``checksums.json`` the SHA-256 of every
+file, verified on load. Folders are written to a temporary name and renamed into place, so a
+crash never leaves a half-written folder that looks valid.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from ar2diff.errors import Ar2DiffError
+from ar2diff.models.meta import ModelMeta
 
 META = "ar2diff.json"
 CHECKSUMS = "checksums.json"
@@ -32,23 +33,6 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file in the same folder, fsync it, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_folder_atomic(target: Path, fill: Callable[[Path], None]) -> Path:
@@ -103,7 +87,7 @@ def verify_folder(folder: Path) -> None:
                                "delete the folder or resume from an earlier checkpoint")
 
 
-def save_model(target: Path, model, tokenizer, meta: dict[str, Any],
+def save_model(target: Path, model, tokenizer, meta: ModelMeta,
                extra: Callable[[Path], None] | None = None,
                state_dict: dict[str, Any] | None = None) -> Path:
     """Save model + tokenizer + metadata atomically; ``extra(tmp)`` may add files (e.g. state).
@@ -115,7 +99,7 @@ def save_model(target: Path, model, tokenizer, meta: dict[str, Any],
         weights = None if state_dict is None else dict(state_dict)
         model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
         tokenizer.save_pretrained(tmp)
-        (tmp / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        (tmp / META).write_text(json.dumps(meta.to_dict(), indent=2), encoding="utf-8")
         if extra is not None:
             extra(tmp)
 
@@ -126,11 +110,19 @@ def is_ar2diff_folder(path: str | Path) -> bool:
     return (Path(path) / META).is_file()
 
 
-def load_meta(folder: Path) -> dict[str, Any]:
+def load_meta(folder: str | Path) -> ModelMeta:
+    """The metadata of an ar2diff model folder (any schema version)."""
+    path = Path(folder) / META
     try:
-        return json.loads((Path(folder) / META).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise Ar2DiffError(f"{Path(folder) / META} cannot be read ({exc})") from exc
+        raise Ar2DiffError(f"{path} cannot be read ({exc})") from exc
+    if not isinstance(data, dict):
+        raise Ar2DiffError(f"{path} should hold a JSON object; re-save the model with ar2diff")
+    try:
+        return ModelMeta.from_dict(data)
+    except TypeError as exc:
+        raise Ar2DiffError(f"{path} has a malformed field ({exc}); re-save the model") from exc
 
 
 def load_model(folder: str | Path, dtype=None):
@@ -143,7 +135,7 @@ def load_model(folder: str | Path, dtype=None):
                            "point --model at a trained model folder")
     verify_folder(folder)
     meta = load_meta(folder)
-    cls = AutoModelForSeq2SeqLM if meta.get("encoder_decoder") else AutoModelForCausalLM
+    cls = AutoModelForSeq2SeqLM if meta.encoder_decoder else AutoModelForCausalLM
     kwargs = {"attn_implementation": "sdpa"}
     if dtype is not None:
         kwargs["dtype"] = dtype

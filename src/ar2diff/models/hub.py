@@ -40,6 +40,9 @@ from transformers import (
 )
 
 from ar2diff.errors import Ar2DiffError
+from ar2diff.models.checkpoint import is_ar2diff_folder, load_model
+from ar2diff.models.meta import ModelMeta
+from ar2diff.paths import default_cache_dir
 
 try:
     import fcntl
@@ -77,14 +80,6 @@ class ModelSource:
     hub_id: str | None = None
 
 
-def default_cache_dir() -> Path:
-    """``$AR2DIFF_CACHE``, else ``$XDG_CACHE_HOME/ar2diff``, else ``~/.cache/ar2diff``."""
-    if override := os.environ.get("AR2DIFF_CACHE"):
-        return Path(override).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "ar2diff"
-
-
 def resolve_spec(spec: str, cache_dir: Path | None = None) -> ModelSource:
     """Classify ``spec`` without loading or downloading anything.
 
@@ -109,6 +104,18 @@ def resolve_spec(spec: str, cache_dir: Path | None = None) -> ModelSource:
         f"no such model folder or file: {spec} (expected a Hugging Face model folder, a .gguf "
         f"file, the alias {SMOLLM2_ALIAS} or a hub id like org/name)"
     )
+
+
+def load_any(spec: str, dtype: torch.dtype | None = None
+             ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelMeta]:
+    """An ar2diff model folder, or any pretrained causal LM spec (folder, .gguf, hub id, alias).
+
+    Returns ``(model, tokenizer, meta)``; a plain pretrained LM gets AR metadata.
+    """
+    if is_ar2diff_folder(spec):
+        return load_model(spec, dtype)
+    model, tokenizer = load_pretrained(spec, dtype or torch.float32)
+    return model.eval(), tokenizer, ModelMeta.pretrained(spec, len(tokenizer))
 
 
 def load_pretrained(

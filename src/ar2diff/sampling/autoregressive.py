@@ -7,7 +7,6 @@ from one generator per (input, sample index), so results do not depend on batchi
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,7 +16,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from ar2diff.models.attention import INPUT, PAD, TARGET, allowed_keys, position_ids
 from ar2diff.models.backbone import Backbone
-from ar2diff.noise import example_generator
+from ar2diff.rng import example_generator, prompt_key
 
 
 @dataclass
@@ -30,23 +29,18 @@ class ARSampling:
     top_p: float = 1.0
     num_beams: int = 4
     length_penalty: float = 1.0
-    samples: int = 1
+    completions: int = 1
     seed: int = 0
-    attention: str = "causal"  # how the input attends to itself: causal | prefix
-
-
-def prompt_key(ids: Sequence[int]) -> int:
-    """A stable integer key of a token sequence (seeds per-input randomness)."""
-    return zlib.crc32(torch.tensor(list(ids), dtype=torch.int64).numpy().tobytes())
+    layout: str = "causal"  # attention layout over the input: causal | prefix
 
 
 class _IncrementalDecoder:
     """Feeds one token per sequence at a time through a cached backbone."""
 
     def __init__(self, backbone: Backbone, inputs: Sequence[Sequence[int]], pad_id: int,
-                 attention: str):
+                 layout: str):
         self.bb = backbone
-        self.attention = attention
+        self.layout = layout
         width = max(1, max(len(x) for x in inputs))
         ids = torch.full((len(inputs), width), pad_id, dtype=torch.long)
         valid = torch.zeros_like(ids, dtype=torch.bool)
@@ -68,13 +62,13 @@ class _IncrementalDecoder:
             return self.step(start)
         self.roles = torch.where(self.valid, INPUT, PAD)
         self.cache = DynamicCache(config=model.config)
-        mask = self.bb._mask(allowed_keys(self.roles, self.roles, self.attention), self.bb._dtype())
+        mask = self.bb.attention_mask(allowed_keys(self.roles, self.roles, self.layout))
         positions = position_ids(self.roles)
         self.next_pos = positions[:, -1:] + 1
         hidden = model.base_model(input_ids=self.ids, attention_mask=mask,
                                   position_ids=positions, cache=self.cache,
                                   use_cache=True).last_hidden_state
-        return model.get_output_embeddings()(hidden[:, -1]).float().cpu()
+        return self.bb.head(hidden[:, -1]).float().cpu()
 
     @torch.no_grad()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -87,15 +81,15 @@ class _IncrementalDecoder:
                         cache=self.cache, use_cache=True)
             self.cache = out.past_key_values
             return out.logits[:, -1].float().cpu()
-        # the newest token is the last position: in every mode it sees all non-padding keys
+        # the newest token is the last position: in every layout it sees all non-padding keys
         self.roles = torch.cat([self.roles, torch.full_like(tokens, TARGET)], dim=1)
         allowed = (self.roles != PAD)[:, None, :]
         hidden = model.base_model(
-            input_ids=tokens, attention_mask=self.bb._mask(allowed, self.bb._dtype()),
+            input_ids=tokens, attention_mask=self.bb.attention_mask(allowed),
             position_ids=self.next_pos, cache=self.cache, use_cache=True,
         ).last_hidden_state
         self.next_pos = self.next_pos + 1
-        return model.get_output_embeddings()(hidden[:, -1]).float().cpu()
+        return self.bb.head(hidden[:, -1]).float().cpu()
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep (and reorder) the given batch rows, e.g. for beam search."""
@@ -129,15 +123,15 @@ def _choose(logits: torch.Tensor, cfg: ARSampling, gens: list[torch.Generator]) 
 @torch.no_grad()
 def ar_generate(backbone: Backbone, inputs: Sequence[Sequence[int]], cfg: ARSampling,
                 eos_id: int, pad_id: int) -> list[list[list[int]]]:
-    """``cfg.samples`` continuations per input (token ids, EOS excluded), in input order."""
+    """``cfg.completions`` continuations per input (token ids, EOS excluded), in input order."""
     if cfg.strategy not in ("greedy", "sample", "beam"):
         raise ValueError(f"unknown AR strategy {cfg.strategy!r}; use greedy, sample or beam")
     if cfg.strategy == "beam":
         return [[seq] for seq in _beam_search(backbone, inputs, cfg, eos_id, pad_id)]
-    n = cfg.samples
+    n = cfg.completions
     rows = [x for x in inputs for _ in range(n)]
     gens = [example_generator(cfg.seed, prompt_key(x), k) for x in inputs for k in range(n)]
-    dec = _IncrementalDecoder(backbone, rows, pad_id, cfg.attention)
+    dec = _IncrementalDecoder(backbone, rows, pad_id, cfg.layout)
     logits = dec.start()
     out = torch.zeros((len(rows), 0), dtype=torch.long)
     done = torch.zeros(len(rows), dtype=torch.bool)
@@ -163,7 +157,7 @@ def _beam_search(backbone: Backbone, inputs: Sequence[Sequence[int]], cfg: ARSam
     Hypotheses are ranked by log-probability / length ** length_penalty.
     """
     k, b = cfg.num_beams, len(inputs)
-    dec = _IncrementalDecoder(backbone, [x for x in inputs for _ in range(k)], pad_id, cfg.attention)
+    dec = _IncrementalDecoder(backbone, [x for x in inputs for _ in range(k)], pad_id, cfg.layout)
     logp = dec.start().log_softmax(-1)
     scores = torch.full((b, k), float("-inf"))
     scores[:, 0] = 0.0  # identical beams at the start: expand only the first

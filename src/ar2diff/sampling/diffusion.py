@@ -1,10 +1,9 @@
-"""Diffusion sampling: SUNDAE (uniform noise) and masked (absorbing mask token).
+"""Diffusion sampling under any noise process (:mod:`ar2diff.noise`).
 
-SUNDAE: start from uniformly random target tokens; T times, denoise all target positions at
-once with x ~ softmax(logits / tau). Masked: start from all mask tokens; at each of T steps draw
-a token for every masked position and keep the most confident ones (probability of the drawn
-token), revealing an equal share of the remaining positions per step, as in LLaDA and Dream
-(optionally block by block, left to right). N samples per input run in parallel; the one the
+Start from the process's initial canvas (SUNDAE: uniformly random tokens; masked: all masks); at
+each step draw x ~ softmax(logits / tau) at every target position and let the process turn the
+drawn tokens into the next canvas (SUNDAE keeps them all; masked keeps the most confident share
+of the masked positions, optionally block by block). N candidates per input run in parallel; the one the
 model scores best (mean log-probability of its tokens when last drawn) is returned, cut at the
 first pad / EOS. An optional repetition penalty divides, at each position, the probability of every
 token that stands at another position of the same sample, which counters the repeated words of
@@ -22,14 +21,15 @@ from dataclasses import dataclass
 import torch
 
 from ar2diff.data.batching import Example, collate
+from ar2diff.decoding import DEFAULT_CANDIDATES, DEFAULT_STEPS, DEFAULT_TARGET_LENGTH, DEFAULT_TEMPERATURE
 from ar2diff.models.backbone import Backbone
-from ar2diff.noise import example_generator, uniform_tokens
-from ar2diff.sampling.autoregressive import prompt_key
+from ar2diff.noise.base import NoiseProcess
+from ar2diff.rng import example_generator, prompt_key
 
 
 @dataclass
 class DiffusionSampling:
-    """The paper's defaults: T = 10 steps, tau = 0.2, N = 8 samples.
+    """How to denoise (defaults in :mod:`ar2diff.decoding`: the paper's T = 10, tau = 0.2, N = 8).
 
     ``early_stop`` (SUNDAE): stop denoising an input once a step leaves its N samples unchanged;
     masked sampling always stops once every position is revealed (at most T steps).
@@ -39,16 +39,15 @@ class DiffusionSampling:
     blocks revealed left to right (each block gets at least one step, at most one per position).
     """
 
-    steps: int = 10
-    temperature: float = 0.2
-    samples: int = 8
-    target_length: int = 32
+    steps: int = DEFAULT_STEPS
+    temperature: float = DEFAULT_TEMPERATURE
+    candidates: int = DEFAULT_CANDIDATES
+    target_length: int = DEFAULT_TARGET_LENGTH
     shift: bool = False
     seed: int = 0
     early_stop: bool = False
-    mode: str = "diffusion"  # or diffusion-causal-input: the mask the model was trained with
+    layout: str = "diffusion"  # or diffusion-causal-input: the layout the model was trained with
     repetition_penalty: float = 1.0
-    mask_id: int | None = None  # set for masked diffusion: its noise token, never sampled
     block_length: int = 0  # masked: reveal blocks of this many positions left to right (0 = one)
 
 
@@ -92,18 +91,18 @@ def penalize_repeats(logits: torch.Tensor, current: torch.Tensor, counts: torch.
     return logits - present * math.log(penalty)
 
 
-def _step(backbone: Backbone, state, x: torch.Tensor, cfg: DiffusionSampling,
+def _step(backbone: Backbone, state, x: torch.Tensor, cfg: DiffusionSampling, noise: NoiseProcess,
           gens: list[torch.Generator], active: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
     """One denoising step: new tokens ``[B*N, L]`` and their log-probabilities (at tau = 1).
 
     The output projection runs in chunks of positions so that at most ``LOGITS_BUDGET`` logits
     exist at once; inputs that are no longer active keep their tokens.
     """
-    n, length = cfg.samples, x.shape[1]
+    n, length = cfg.candidates, x.shape[1]
     if backbone.is_encoder_decoder:  # its decoder returns logits already
-        hidden, head = backbone.logits_from_prefix(state, x, cfg.mode, cfg.shift), None
+        hidden, head = backbone.logits_from_prefix(state, x, cfg.layout, cfg.shift), None
     else:
-        hidden = backbone.hidden_from_prefix(state, x, cfg.mode, cfg.shift)
+        hidden = backbone.hidden_from_prefix(state, x, cfg.layout, cfg.shift)
         head = backbone.head
     chunk = max(1, LOGITS_BUDGET // (n * backbone.vocab_size))
     new, logp = x.clone(), torch.zeros(x.shape)
@@ -119,8 +118,8 @@ def _step(backbone: Backbone, state, x: torch.Tensor, cfg: DiffusionSampling,
         for lo in range(0, length, chunk):
             part = hidden[rows, lo:lo + chunk]
             logits = (part if head is None else head(part)).float().cpu()
-            if cfg.mask_id is not None:
-                logits[..., cfg.mask_id] = -math.inf
+            if noise.banned_ids:
+                logits[..., list(noise.banned_ids)] = -math.inf
             if penalize:
                 logits = penalize_repeats(logits, x[rows, lo:lo + chunk], counts,
                                           cfg.repetition_penalty)
@@ -130,39 +129,6 @@ def _step(backbone: Backbone, state, x: torch.Tensor, cfg: DiffusionSampling,
                 logits.gather(-1, tokens[..., None])[..., 0] - logits.logsumexp(-1)
             )
     return new, logp
-
-
-def reveal_plan(length: int, steps: int, block: int) -> list[tuple[int, int, int]]:
-    """Masked sampling schedule: per step, the block ``[lo, hi)`` being revealed and how many
-    steps it has left (this one included)."""
-    block = block or length
-    bounds = [(lo, min(lo + block, length)) for lo in range(0, length, block)]
-    plan = []
-    for b, (lo, hi) in enumerate(bounds):
-        budget = min(hi - lo, max(1, steps // len(bounds) + (b < steps % len(bounds))))
-        plan += [(lo, hi, budget - k) for k in range(budget)]
-    return plan
-
-
-def _reveal(x: torch.Tensor, drawn: torch.Tensor, drawn_logp: torch.Tensor, logp: torch.Tensor,
-            mask_id: int, block: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masked diffusion: keep the ``1 / steps_left`` share of the masked positions of the block
-    ``(lo, hi, steps_left)`` whose drawn tokens have the highest log-probability; the others
-    stay masked, revealed tokens stay fixed.
-
-    ``x`` ``[n, L]`` the current tokens; returns the new tokens and their log-probabilities.
-    """
-    lo, hi, steps_left = block
-    masked = x == mask_id
-    masked[:, :lo] = False
-    masked[:, hi:] = False
-    count = math.ceil(int(masked[0].sum()) / steps_left)  # every sample has as many masked
-    # rounded, ties to the leftmost: float noise of batching must not reorder near-equal ones
-    confidence = (drawn_logp * 1e4).round().masked_fill(~masked, -math.inf)
-    order = confidence.sort(dim=1, descending=True, stable=True).indices
-    keep = torch.zeros_like(masked).scatter(1, order[:, :count], True)
-    keep &= masked
-    return torch.where(keep, drawn, x), torch.where(keep, drawn_logp, logp)
 
 
 def cut(tokens: list[int], stop_ids: set[int]) -> list[int]:
@@ -178,54 +144,47 @@ def diffusion_generate(
     backbone: Backbone,
     inputs: Sequence[Sequence[int]],
     cfg: DiffusionSampling,
-    noise_vocab: int,
+    noise: NoiseProcess,
     pad_id: int,
     eos_id: int,
 ) -> list[DiffusionResult]:
-    """Denoise ``cfg.samples`` targets per input for ``cfg.steps`` steps; best sample per input.
+    """Denoise ``cfg.candidates`` targets per input along ``noise``'s schedule; best per input.
 
     The score of a sample is the mean log-probability of its tokens under the logits of the
     step that produced them.
     """
-    n, length = cfg.samples, cfg.target_length
+    n, length = cfg.candidates, cfg.target_length
     batch = collate([Example(tuple(x), ()) for x in inputs], pad_id)
-    state = backbone.encode_prefix(batch.input_ids, batch.input_mask, cfg.mode)
+    state = backbone.encode_prefix(batch.input_ids, batch.input_mask, cfg.layout)
     state = state.repeat_interleave(n)
     gens = [example_generator(cfg.seed, prompt_key(x)) for x in inputs]
-    if cfg.mask_id is None:
-        x = torch.cat([uniform_tokens((n, length), noise_vocab, g) for g in gens])
-    else:
-        x = torch.full((len(inputs) * n, length), cfg.mask_id)
+    x = torch.cat([noise.initial_canvas(n, length, g) for g in gens])
     logp = torch.zeros(x.shape)
     active = [True] * len(inputs)
     steps_run = [0] * len(inputs)
-    plan = None if cfg.mask_id is None else reveal_plan(length, cfg.steps, cfg.block_length)
-    for step in range(cfg.steps if plan is None else len(plan)):
-        new, new_logp = _step(backbone, state, x, cfg, gens, active)
+    for step in noise.schedule(cfg.steps, length, cfg.block_length):
+        new, new_logp = _step(backbone, state, x, cfg, noise, gens, active)
         for i in range(len(inputs)):
             if not active[i]:
                 continue
             rows = slice(i * n, (i + 1) * n)
             steps_run[i] += 1
-            if plan is not None:
-                new[rows], new_logp[rows] = _reveal(x[rows], new[rows], new_logp[rows],
-                                                    logp[rows], cfg.mask_id, plan[step])
-                active[i] = bool((new[rows] == cfg.mask_id).any())
-            elif cfg.early_stop and torch.equal(new[rows], x[rows]):
-                active[i] = False
+            new[rows], new_logp[rows] = noise.update(x[rows], new[rows], new_logp[rows],
+                                                     logp[rows], step)
+            active[i] = not noise.finished(x[rows], new[rows], cfg.early_stop)
             logp[rows] = new_logp[rows]
         x = new
         if not any(active):
             break
+    return [_best(x[i * n:(i + 1) * n], logp[i * n:(i + 1) * n], steps_run[i], {pad_id, eos_id})
+            for i in range(len(inputs))]
+
+
+def _best(rows: torch.Tensor, logp: torch.Tensor, steps: int, stop: set[int]) -> DiffusionResult:
+    """The candidate with the highest mean log-probability, and all of them, cut at a stop."""
     scores = logp.mean(-1)
-    stop = {pad_id, eos_id}
-    results = []
-    for i in range(len(inputs)):
-        rows, row_scores = x[i * n:(i + 1) * n], scores[i * n:(i + 1) * n]
-        best = int(row_scores.argmax())
-        results.append(DiffusionResult(
-            tokens=cut(rows[best].tolist(), stop), score=float(row_scores[best]),
-            all_samples=[cut(r.tolist(), stop) for r in rows], all_scores=row_scores.tolist(),
-            steps=steps_run[i],
-        ))
-    return results
+    best = int(scores.argmax())
+    return DiffusionResult(
+        tokens=cut(rows[best].tolist(), stop), score=float(scores[best]),
+        all_samples=[cut(r.tolist(), stop) for r in rows], all_scores=scores.tolist(), steps=steps,
+    )

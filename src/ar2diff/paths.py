@@ -1,7 +1,8 @@
-"""Where the offline copy of the public data sets lives.
+"""Where ar2diff reads shared data and keeps its cache.
 
 The shared data folder sits beside the repository checkout (``<repo>/../shared/data``); the
-environment variable ``AR2DIFF_DATA`` overrides that location.
+environment variable ``AR2DIFF_DATA`` overrides that location. Downloads, converted models,
+tokenised corpora and trained tokenizers are cached under :func:`default_cache_dir`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ def shared_data_dir() -> Path | None:
     if override:
         candidate = Path(override).expanduser()
     else:
-        repo_root = Path(__file__).resolve().parents[3]
+        repo_root = Path(__file__).resolve().parents[2]
         candidate = repo_root.parent / "shared" / "data"
     return candidate if candidate.is_dir() else None
+
+
+def default_cache_dir() -> Path:
+    """``$AR2DIFF_CACHE``, else ``$XDG_CACHE_HOME/ar2diff``, else ``~/.cache/ar2diff``."""
+    if override := os.environ.get("AR2DIFF_CACHE"):
+        return Path(override).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "ar2diff"

@@ -29,12 +29,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ar2diff.atomic import write_json_atomic
 from ar2diff.data.tasks import TASK_KINDS, TaskExample, read_jsonl
 from ar2diff.errors import Ar2DiffError
-from ar2diff.metrics.bleu import corpus_bleu, corpus_chrf, sentence_bleu
-from ar2diff.metrics.pass_at_k import build_program, mean_pass_at_k
-from ar2diff.metrics.squad import exact_match, f1, squad_scores
-from ar2diff.models.checkpoint import write_json_atomic
+from ar2diff.evaluation.metrics.bleu import corpus_bleu, corpus_chrf, sentence_bleu
+from ar2diff.evaluation.metrics.pass_at_k import build_program, mean_pass_at_k
+from ar2diff.evaluation.metrics.squad import exact_match, f1, squad_scores
 
 GenerateFn = Callable[[list[str], int], list[list[str]]]
 
@@ -359,11 +359,11 @@ def _valid_ks(ks: Sequence[int], n: int) -> list[int]:
 
 
 def _execute(programs: list[str], timeout_s: float, memory_mb: int, workers: int) -> list:
-    """Run test programs in the sandbox (``ar2diff.sandbox.run_programs``)."""
+    """Run test programs in the sandbox (``ar2diff.evaluation.sandbox.run_programs``)."""
     try:
-        from ar2diff.sandbox import run_programs
+        from ar2diff.evaluation.sandbox import run_programs
     except ImportError as e:
         raise Ar2DiffError(
-            "code tasks need the sandbox module ar2diff.sandbox, which is not available"
+            "code tasks need the sandbox module ar2diff.evaluation.sandbox, which is not available"
         ) from e
     return run_programs(programs, timeout_s=timeout_s, memory_mb=memory_mb, workers=workers)

@@ -8,14 +8,12 @@ import torch.nn.functional as F
 from conftest import tiny_model
 
 from ar2diff.data.batching import Example, collate
+from ar2diff.data.formats import causal_lm_example, noise_mask, prefix_lm_example, span_corruption_example
+from ar2diff.losses.ar import ar_loss
 from ar2diff.models.backbone import Backbone
-from ar2diff.noise import example_generator, mask_corrupt, uniform_corrupt
-from ar2diff.objectives.ar import ar_loss
-from ar2diff.objectives.causal_lm import causal_lm_example
-from ar2diff.objectives.masked_diffusion import masked_diffusion_loss
-from ar2diff.objectives.prefix_lm import prefix_lm_example
-from ar2diff.objectives.span_corruption import noise_mask, span_corruption_example
-from ar2diff.objectives.sundae import sundae_loss
+from ar2diff.noise.mask import MaskNoise, mask_corrupt
+from ar2diff.noise.uniform import UniformNoise, uniform_corrupt
+from ar2diff.rng import example_generator
 
 SEGMENT = list(range(100, 164))
 SENTINELS = list(range(1000, 1100))
@@ -104,7 +102,7 @@ def test_sundae_single_pass_is_cross_entropy_over_all_target_positions(arch):
     bb = Backbone(tiny_model(arch))
     batch = _batch()
     gens = lambda: [example_generator(0, i) for i in range(2)]  # noqa: E731
-    total, n = sundae_loss(bb, batch, 40, gens(), unroll=1)
+    total, n = UniformNoise(40, unroll=1).loss(bb, batch, gens(), False, "diffusion")
     assert n == 10  # padding counts: the length is learned
     fed = uniform_corrupt(batch.target_ids, 40, gens())
     logits = bb.target_logits(batch, fed, "diffusion", shift=False)
@@ -117,7 +115,7 @@ def test_sundae_unrolled_second_pass_uses_argmax_without_gradient():
     bb = Backbone(tiny_model("llama"))
     batch = _batch()
     gens = lambda: [example_generator(0, i) for i in range(2)]  # noqa: E731
-    total, _ = sundae_loss(bb, batch, 40, gens(), unroll=2)
+    total, _ = UniformNoise(40, unroll=2).loss(bb, batch, gens(), False, "diffusion")
     fed1 = uniform_corrupt(batch.target_ids, 40, gens())
     logits1 = bb.target_logits(batch, fed1, "diffusion", shift=False)
     fed2 = logits1.argmax(-1)
@@ -146,11 +144,11 @@ def test_masked_loss_is_rate_weighted_cross_entropy_over_masked_positions(arch, 
     bb = Backbone(tiny_model(arch))
     batch = _batch()
     gens = lambda: [example_generator(0, i) for i in range(2)]  # noqa: E731
-    mode = "diffusion-causal-input" if shift else "diffusion"
-    total, n = masked_diffusion_loss(bb, batch, 39, gens(), shift=shift, mode=mode)
+    layout = "diffusion-causal-input" if shift else "diffusion"
+    total, n = MaskNoise(39).loss(bb, batch, gens(), shift, layout)
     assert n == 10  # the token count covers every target position, padding included
     fed, rates = mask_corrupt(batch.target_ids, 39, gens())
-    logits = bb.target_logits(batch, fed, mode, shift)
+    logits = bb.target_logits(batch, fed, layout, shift)
     ce = F.cross_entropy(logits.transpose(1, 2), batch.target_ids, reduction="none")
     expected = ((fed == 39) * ce / rates[:, None]).sum()
     assert (fed == 39).any() and (fed != 39).any()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ar2diff.models.checkpoint import write_json_atomic
+from ar2diff.atomic import write_json_atomic
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
@@ -40,7 +40,7 @@ def machine_info() -> dict:
 
 def run_case(case: dict) -> dict:
     """Run one case in a child process; returns its JSON result plus its peak RSS (MB)."""
-    proc = subprocess.Popen([sys.executable, "-m", "ar2diff.bench_cases", json.dumps(case)],
+    proc = subprocess.Popen([sys.executable, "-m", "ar2diff.speed.cases", json.dumps(case)],
                             stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)

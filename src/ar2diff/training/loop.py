@@ -21,19 +21,21 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ar2diff import distributed
+from ar2diff.atomic import write_json_atomic
 from ar2diff.config import RunConfig, save_config
 from ar2diff.data.batching import Batch, collate
 from ar2diff.data.sources import HELD_OUT, ExampleSource
 from ar2diff.errors import Ar2DiffError
-from ar2diff.models.attention import diffusion_mode
+from ar2diff.losses.ar import ar_loss
+from ar2diff.models.attention import diffusion_layout
 from ar2diff.models.backbone import Backbone
-from ar2diff.models.checkpoint import load_model, save_model, verify_folder, write_json_atomic
-from ar2diff.noise import example_generator
-from ar2diff.objectives.ar import ar_loss
-from ar2diff.objectives.masked_diffusion import masked_diffusion_loss
-from ar2diff.objectives.sundae import sundae_loss
+from ar2diff.models.checkpoint import load_model, save_model, verify_folder
+from ar2diff.models.meta import ModelMeta
+from ar2diff.noise import noise_for
+from ar2diff.noise.base import NoiseProcess
+from ar2diff.rng import STREAM_ANNEAL, STREAM_CORRUPTION, example_generator
 from ar2diff.tokenization import special_ids
+from ar2diff.training import distributed
 
 STATE = "trainer_state.pt"
 
@@ -64,25 +66,23 @@ def lr_lambda(config: RunConfig):
 
 
 def objective_loss(backbone: Backbone, batch: Batch, indices: list[int], config: RunConfig,
-                   meta: dict, step: int | None = None) -> tuple[torch.Tensor, int]:
+                   noise: NoiseProcess | None, step: int | None = None) -> tuple[torch.Tensor, int]:
     """Summed token loss of the configured objective and its token count.
 
-    ``meta`` gives the noise vocabulary (uniform noise) or the mask token (mask noise);
-    ``step`` (0-based, training only) drives attention-mask annealing over the first
-    ``objective.anneal_steps`` steps; evaluation uses the final, fully bidirectional mask.
+    ``noise`` is the diffusion run's noise process (None for AR); ``step`` (0-based, training
+    only) drives attention-mask annealing over the first ``objective.anneal_steps`` steps;
+    evaluation uses the final, fully bidirectional mask.
     """
     o = config.objective
-    if o.kind == "ar":
-        attention = "causal" if o.format == "causal" else o.attention
-        return ar_loss(backbone, batch, attention)
-    gens = [example_generator(config.train.seed, i, 3) for i in indices]
+    if noise is None:
+        return ar_loss(backbone, batch, "causal" if o.format == "causal" else o.input_attention)
+    seed = config.train.seed
+    gens = [example_generator(seed, i, STREAM_CORRUPTION) for i in indices]
     anneal = None
     if step is not None and step < o.anneal_steps:
-        anneal = ((step + 1) / (o.anneal_steps + 1), example_generator(config.train.seed, indices[0], 5))
-    mode = diffusion_mode(o.attention)
-    if o.noise == "mask":
-        return masked_diffusion_loss(backbone, batch, meta["mask_id"], gens, o.shift, anneal, mode)
-    return sundae_loss(backbone, batch, meta["noise_vocab"], gens, o.unroll, o.shift, anneal, mode)
+        anneal = ((step + 1) / (o.anneal_steps + 1),
+                  example_generator(seed, indices[0], STREAM_ANNEAL))
+    return noise.loss(backbone, batch, gens, o.shift, diffusion_layout(o.input_attention), anneal)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -103,10 +103,12 @@ def autocast(config: RunConfig):
 class Trainer:
     """Holds the model, optimizer and data of a run; :meth:`run` trains it to the end."""
 
-    def __init__(self, config: RunConfig, model, tokenizer, meta: dict, source: ExampleSource):
+    def __init__(self, config: RunConfig, model, tokenizer, meta: ModelMeta, source: ExampleSource):
         self.config, self.tokenizer, self.source = config, tokenizer, source
         self.out = Path(config.train.out_dir)
-        self.meta = {**meta, **_meta_from_config(config, meta)}
+        self.meta = meta.for_run(config)
+        self.noise = (noise_for(self.meta, len(tokenizer), config.objective.unroll)
+                      if self.meta.mode == "diffusion" else None)
         self.backbone = Backbone(model.to(resolve_device(config.train.device)))
         self.pad_id = special_ids(tokenizer)["pad"]
         self.rank, self.world = distributed.setup()
@@ -149,7 +151,7 @@ class Trainer:
             batch = collate(examples[lo:lo + micro], self.pad_id)
             with autocast(self.config):
                 loss_sum, _ = objective_loss(self.backbone, batch, indices[lo:lo + micro],
-                                             self.config, self.meta, self.step)
+                                             self.config, self.noise, self.step)
             (loss_sum / n_tokens).backward()
             total += float(loss_sum.detach())
         if not self.sharded:
@@ -182,7 +184,7 @@ class Trainer:
             batch = collate([self.source.example(i) for i in chunk], self.pad_id)
             with autocast(self.config):
                 loss_sum, n = objective_loss(self.backbone, batch, chunk, self.config,
-                                             self.meta)
+                                             self.noise)
             total, count = total + float(loss_sum.detach()), count + n
         total, count = distributed.sum_over_ranks([total, count])
         return total / max(count, 1)
@@ -307,30 +309,7 @@ def check_output_dir(out: Path) -> None:
                            "choose another train.out_dir") from exc
 
 
-def _meta_from_config(config: RunConfig, meta: dict) -> dict:
-    o, s = config.objective, config.sample
-    return {
-        "kind": o.kind,
-        "attention": diffusion_mode(o.attention) if o.kind == "diffusion" else (
-            "causal" if o.format == "causal" else o.attention),
-        "shift": True if o.kind == "ar" else o.shift,
-        "noise": o.noise if o.kind == "diffusion" else None,
-        "target_length": config.data.target_length,
-        "sample": {"steps": s.steps, "temperature": s.temperature, "samples": s.samples,
-                   "max_new_tokens": s.max_new_tokens, "repetition_penalty": s.repetition_penalty,
-                   "block_length": s.block_length},
-        "config": config.to_dict(),
-        "ar2diff_version": _version(),
-    }
-
-
-def _version() -> str:
-    from ar2diff import __version__
-
-    return __version__
-
-
-def train(config: RunConfig, model, tokenizer, meta: dict, source: ExampleSource,
+def train(config: RunConfig, model, tokenizer, meta: ModelMeta, source: ExampleSource,
           resume: bool = False) -> TrainResult:
     """Train (or resume) a run to ``config.train.steps``; returns where the model was saved."""
     out = Path(config.train.out_dir)

@@ -1,7 +1,10 @@
-"""T5 span corruption: ~15 % of tokens, in spans of mean length 3, are replaced by sentinels.
+"""Example formats: how a segment of text tokens becomes an (input, target) example.
 
-The input keeps the other tokens with one sentinel per dropped span; the target lists each
-sentinel followed by its span (Raffel et al. 2020, the ``random_spans_noise_mask`` recipe).
+* causal LM: the whole segment is the target (AR only);
+* prefix LM: cut at a random point, the first part is the input, the rest the target;
+* T5 span corruption: ~15 % of tokens, in spans of mean length 3, are replaced by sentinels; the
+  input keeps the other tokens with one sentinel per dropped span, the target lists each sentinel
+  followed by its span (Raffel et al. 2020, the ``random_spans_noise_mask`` recipe).
 """
 
 from __future__ import annotations
@@ -11,6 +14,19 @@ from collections.abc import Sequence
 import torch
 
 from ar2diff.data.batching import Example
+
+
+def causal_lm_example(segment: Sequence[int], bos_id: int) -> Example:
+    """The whole segment is the target; the input is a lone BOS that predicts its first token."""
+    return Example(input_ids=(bos_id,), target_ids=tuple(segment))
+
+
+def prefix_lm_example(segment: Sequence[int], gen: torch.Generator) -> Example:
+    """Cut uniformly so that input and target each get at least one token."""
+    if len(segment) < 2:
+        raise ValueError("a prefix-LM segment needs at least 2 tokens")
+    cut = int(torch.randint(1, len(segment), (), generator=gen))
+    return Example(input_ids=tuple(segment[:cut]), target_ids=tuple(segment[cut:]))
 
 
 def _random_partition(total: int, parts: int, gen: torch.Generator) -> list[int]:

@@ -1,4 +1,4 @@
-"""One benchmark case, run in its own process by :mod:`ar2diff.bench` (prints one JSON line)."""
+"""One benchmark case, run in its own process by :mod:`ar2diff.speed.bench` (prints one JSON line)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import time
 import torch
 
 from ar2diff.data.batching import Example, collate
+from ar2diff.decoding import DEFAULT_STEPS
+from ar2diff.losses.ar import ar_loss
 from ar2diff.models.backbone import Backbone
 from ar2diff.models.presets import build_model
-from ar2diff.noise import example_generator
-from ar2diff.objectives.ar import ar_loss
-from ar2diff.objectives.sundae import sundae_loss
+from ar2diff.noise.uniform import UniformNoise
+from ar2diff.rng import example_generator
 from ar2diff.sampling.autoregressive import ARSampling, ar_generate
 from ar2diff.sampling.diffusion import DiffusionSampling, diffusion_generate
 
@@ -59,8 +60,8 @@ def decode_case(case: dict) -> dict:
         if method == "ar_greedy":
             return ar_generate(bb, [ids], ARSampling(max_new_tokens=n_tokens), -1, 0)[0][0]
         n = 1 if method == "diffusion_n1" else 8
-        cfg = DiffusionSampling(steps=10, samples=n, target_length=n_tokens)
-        return diffusion_generate(bb, [ids], cfg, SMOL_VOCAB, -1, -2)[0].tokens
+        cfg = DiffusionSampling(steps=DEFAULT_STEPS, candidates=n, target_length=n_tokens)
+        return diffusion_generate(bb, [ids], cfg, UniformNoise(SMOL_VOCAB), -1, -2)[0].tokens
 
     with torch.inference_mode():
         run(8)  # warm-up
@@ -102,7 +103,8 @@ def train_case(case: dict) -> dict:
                     part_loss = ar_loss(bb, collate(part, 0), "causal")[0] / n_tokens
                 else:
                     gens = [example_generator(0, step, lo + i) for i in range(len(part))]
-                    part_loss = sundae_loss(bb, collate(part, 0), SMOL_VOCAB, gens, unroll=2)[0]
+                    part_loss = UniformNoise(SMOL_VOCAB, unroll=2).loss(
+                        bb, collate(part, 0), gens, shift=False, layout="diffusion")[0]
                     part_loss = part_loss / n_tokens
             part_loss.backward()
             loss = loss + part_loss.detach()

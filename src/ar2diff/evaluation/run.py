@@ -1,0 +1,101 @@
+"""Evaluate a model on a task: the one path used by ``ar2diff evaluate`` and the experiment grid.
+
+:func:`evaluate_model` decodes the task's prompts (or :func:`score_predictions_file` reads
+predictions made elsewhere), scores them, and returns the results with the full setup that
+produced them; both write the results file atomically when given ``out``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+
+import torch
+
+from ar2diff.atomic import write_json_atomic
+from ar2diff.data.tasks import load_task
+from ar2diff.decoding import DecodeOptions
+from ar2diff.errors import Ar2DiffError
+from ar2diff.evaluation.scoring import evaluate_task, score_predictions
+from ar2diff.generation import TextGenerator
+from ar2diff.provenance import git_commit
+
+PASS_AT_K_TEMPERATURE = 0.8  # AR sampling temperature when pass@k asks for several completions
+DTYPES = ("float32", "bfloat16")
+
+
+def evaluation_options(opts: DecodeOptions, mode: str, ks: Sequence[int]) -> DecodeOptions:
+    """The decoding an evaluation runs: ``opts`` with enough completions for the largest k,
+    AR greedy turned into sampling when there are several, plain prompts (no chat template)
+    unless asked for."""
+    completions = max(opts.completions, *ks)
+    opts = dataclasses.replace(opts, chat=bool(opts.chat), completions=completions)
+    if completions > 1 and opts.strategy == "greedy" and mode == "ar":
+        opts = dataclasses.replace(opts, strategy="sample",
+                                   temperature=opts.temperature or PASS_AT_K_TEMPERATURE)
+    return opts
+
+
+def evaluate_model(
+    model: str | TextGenerator,
+    task: str,
+    opts: DecodeOptions | None = None,
+    *,
+    split: str = "test",
+    data: str | None = None,
+    limit: int | None = None,
+    ks: Sequence[int] = (1,),
+    batch_size: int = 8,
+    dtype: str | None = None,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict:
+    """Decode ``task`` with ``model`` (a spec ``--model`` accepts, or a loaded generator), score
+    it, and return (and write to ``out``) the results with their setup.
+
+    ``dtype`` None loads the weights as stored."""
+    if dtype is not None and dtype not in DTYPES:
+        raise Ar2DiffError(f"dtype {dtype!r}: choose float32 or bfloat16")
+    examples = load_task(task, split, data, limit)
+    gen = model if isinstance(model, TextGenerator) else TextGenerator.load(
+        str(model), None if dtype is None else getattr(torch, dtype))
+    mode = gen.mode(opts or DecodeOptions())
+    opts = evaluation_options(opts or DecodeOptions(), mode, ks)
+    start = time.perf_counter()
+    results = evaluate_task(examples, lambda prompts, n: gen.generate(prompts, opts), task,
+                            num_samples=opts.completions, ks=ks, batch_size=batch_size,
+                            progress=progress)
+    results["seconds"] = time.perf_counter() - start
+    setup = {"model": str(model) if not isinstance(model, TextGenerator) else None,
+             "mode": mode, "dtype": dtype, "decoding": dataclasses.asdict(opts)}
+    if mode == "diffusion":
+        setup["diffusion"] = dataclasses.asdict(gen.diffusion_config(opts))
+        setup["noise"] = gen.noise.name
+    return _finish(results, setup, task, split, limit, data, batch_size, out)
+
+
+def score_predictions_file(
+    task: str,
+    predictions: str | os.PathLike,
+    *,
+    split: str = "test",
+    data: str | None = None,
+    limit: int | None = None,
+    ks: Sequence[int] = (1,),
+    out: str | os.PathLike | None = None,
+) -> dict:
+    """Score a JSONL file of predictions made elsewhere, as :func:`evaluate_model` scores."""
+    examples = load_task(task, split, data, limit)
+    results = score_predictions(task, examples, predictions, ks)
+    return _finish(results, {"predictions": str(predictions)}, task, split, limit, data, None, out)
+
+
+def _finish(results: dict, setup: dict, task: str, split: str, limit: int | None,
+            data: str | None, batch_size: int | None, out: str | os.PathLike | None) -> dict:
+    results["setup"] = {**setup, "task": task, "split": split, "limit": limit, "data": data,
+                        "batch_size": batch_size, "commit": git_commit()}
+    if out is not None:
+        write_json_atomic(out, results)
+    return results

@@ -1,0 +1,1 @@
+"""Losses of the AR and diffusion objectives (on already-corrupted targets)."""

@@ -1,2 +1,0 @@
-"""Objectives: how a text segment becomes an (input, target) example, and the AR, SUNDAE and
-masked-diffusion losses."""

@@ -1,0 +1,1 @@
+"""Speed benchmarks against transformers and the machine's matmul peak."""

@@ -1,0 +1,1 @@
+"""Training: the one loop, multi-process helpers, and the assembly of a run from its config."""
