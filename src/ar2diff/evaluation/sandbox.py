@@ -24,6 +24,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from ar2diff.evaluation.sandbox_child import BOOTSTRAP
+
 logger = logging.getLogger(__name__)
 
 OUTPUT_LIMIT_BYTES = 4 << 20  # stdout + stderr together
@@ -51,108 +53,6 @@ _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWPID = 0x20000000
 _CLONE_NEWNET = 0x40000000
 _NAMESPACES = _CLONE_NEWNS | _CLONE_NEWIPC | _CLONE_NEWPID | _CLONE_NEWNET
-
-# Runs as `python -I -S -c _BOOTSTRAP CONFIG` in a new session. It enters the namespaces, then
-# forks a supervisor (pid 1 of the new pid namespace when there is one), which forks the program:
-# limits, uid drop, exec. The supervisor reaps, reports the program's wait status on the status
-# pipe and exits, which kills whatever is left in the pid namespace. SIGTERM to the bootstrap
-# kills the supervisor and waits until the namespace is gone.
-_BOOTSTRAP = r"""
-import ctypes, json, os, resource, signal, sys
-
-cfg = json.loads(sys.argv[1])
-libc = ctypes.CDLL(None, use_errno=True)
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
-
-
-def check(ret):
-    if ret != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-def die_with_parent():
-    check(libc.prctl(1, signal.SIGKILL, 0, 0, 0))  # PR_SET_PDEATHSIG
-
-
-def mount(source, target, fstype, flags, data=None):
-    args = [None if s is None else s.encode() for s in (source, target, fstype, data)]
-    check(libc.mount(args[0], args[1], args[2], ctypes.c_ulong(flags), args[3]))
-
-
-def enter_namespaces():
-    uid, gid = os.getuid(), os.getgid()
-    check(libc.unshare(cfg["flags"]))
-    if cfg["userns"]:
-        maps = (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1"))
-        for name, text in maps:
-            with open(f"/proc/self/{name}", "w") as f:
-                f.write(text)
-    mount(None, "/", None, MS_REC | MS_PRIVATE)
-    for top, mode, keep in cfg["mounts"]:
-        fds = [os.open(path, os.O_PATH) for path in keep]
-        mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode},size={cfg['tmpfs']}")
-        for path, fd in zip(keep, fds):
-            os.makedirs(path, exist_ok=True)
-            mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
-            os.close(fd)
-
-
-def exec_program():
-    os.close(cfg["status_fd"])
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(sig, signal.SIG_DFL)
-    for name, soft, hard in cfg["limits"]:
-        res = getattr(resource, name)
-        cap = resource.getrlimit(res)[1]
-        if cap != resource.RLIM_INFINITY and os.geteuid() != 0:
-            soft, hard = min(soft, cap), min(hard, cap)
-        resource.setrlimit(res, (soft, hard))
-    if cfg["uid"] is not None:
-        os.setgroups([])
-        os.setgid(cfg["uid"])
-        os.setuid(cfg["uid"])
-    os.nice(10)  # the harness and supervisors stay responsive under load
-    check(libc.prctl(38, 1, 0, 0, 0))  # PR_SET_NO_NEW_PRIVS
-    os.execv(cfg["argv"][0], cfg["argv"])
-
-
-def supervise():
-    die_with_parent()
-    if cfg["flags"]:
-        try:
-            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        except OSError:
-            pass  # best effort: the program then sees the host's process list
-    child = os.fork()
-    if child == 0:
-        exec_program()
-    while True:
-        pid, status = os.wait()
-        if pid == child:
-            break
-    os.write(cfg["status_fd"], str(status).encode())
-    os._exit(0)
-
-
-os.umask(0o022)
-if cfg["flags"]:
-    enter_namespaces()
-die_with_parent()  # after unshare: entering a user namespace clears it
-if os.getppid() != cfg["parent"]:
-    sys.exit("sandbox: harness went away")
-os.chdir(cfg["cwd"])
-signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])  # until the handler can act
-supervisor = os.fork()
-if supervisor == 0:
-    supervise()
-signal.signal(signal.SIGTERM, lambda *_: os.kill(supervisor, signal.SIGKILL))
-signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
-os.waitid(os.P_PID, supervisor, os.WEXITED | os.WNOWAIT)
-signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])  # never signal a reaped pid
-os.waitpid(supervisor, 0)
-"""
 
 
 @dataclass(frozen=True)
@@ -300,7 +200,7 @@ def _execute(
         "status_fd": status_w,
         "parent": os.getpid(),
     }
-    cmd = [sys.executable, "-I", "-S", "-c", _BOOTSTRAP, json.dumps(config)]
+    cmd = [sys.executable, "-I", "-S", "-c", BOOTSTRAP, json.dumps(config)]
     deadline = time.monotonic() + timeout_s
     try:
         with subprocess.Popen(

@@ -30,10 +30,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ar2diff.atomic import write_json_atomic
-from ar2diff.data.tasks import TASK_KINDS, TaskExample, read_jsonl
+from ar2diff.data.records import read_jsonl
+from ar2diff.data.tasks import TASK_KINDS, TaskExample
 from ar2diff.errors import Ar2DiffError
+from ar2diff.evaluation.code_harness import build_program
 from ar2diff.evaluation.metrics.bleu import corpus_bleu, corpus_chrf, sentence_bleu
-from ar2diff.evaluation.metrics.pass_at_k import build_program, mean_pass_at_k
+from ar2diff.evaluation.metrics.pass_at_k import mean_pass_at_k
 from ar2diff.evaluation.metrics.squad import exact_match, f1, squad_scores
 
 GenerateFn = Callable[[list[str], int], list[list[str]]]

@@ -6,7 +6,7 @@ prompt (lower is more fluent; the AR model's own greedy continuation is scored t
 a reference), plus the fraction of distinct tokens in the sample (1 = no repeats). Prints the
 samples and writes them, with the scores, as JSON.
 
-    python bench/diffusion_samples.py runs/adapt/model --out bench/results/diffusion_samples.json
+    python studies/diffusion_samples.py runs/adapt/model --out studies/results/diffusion_samples.json
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from ar2diff.atomic import write_json_atomic
-from ar2diff.generation import DecodeOptions, TextGenerator
+from ar2diff.decoding import DecodeOptions
+from ar2diff.generation import TextGenerator
 
 PROMPTS = [
     "It was a dark and stormy night, and the old house",
@@ -63,7 +64,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="diffusion steps T")
     p.add_argument("--blocks", type=int, nargs="+", default=[0],
                    help="block lengths for masked models (0 = one block)")
-    p.add_argument("--out", default="bench/results/diffusion_samples.json")
+    p.add_argument("--out", default="studies/results/diffusion_samples.json")
     args = p.parse_args()
     gen = TextGenerator.load(args.model, torch.bfloat16)
     scorer = TextGenerator.load(args.scorer)
@@ -84,16 +85,16 @@ def main() -> None:
             nll = [ar_nll(scorer, pr, t) for pr, t in itertools.zip_longest(PROMPTS, texts)]
             scored = [x for x in nll if x is not None]
             row = {"setting": name, "length": length, "seconds": round(seconds, 2),
-                   "ar_nll_mean": sum(scored) / len(scored),
+                   "ar_nll_mean": sum(scored) / len(scored) if scored else None,  # all empty
                    "distinct_mean": sum(distinct(gen.tokenizer, t) for t in texts) / len(texts),
                    "samples": dict(zip(PROMPTS, texts, strict=True))}
             rows.append(row)
-            print(f"--- {name}, {length} tokens: AR NLL {row['ar_nll_mean']:.2f}, "
-                  f"distinct {row['distinct_mean']:.2f}")
+            nll_text = "n/a" if row["ar_nll_mean"] is None else f"{row['ar_nll_mean']:.2f}"
+            print(f"--- {name}, {length} tokens: AR NLL {nll_text}, distinct {row['distinct_mean']:.2f}")
             for prompt, text in zip(PROMPTS, texts, strict=True):
                 print(f"    {prompt!r} → {text!r}")
     write_json_atomic(Path(args.out), {"model": args.model, "scorer": args.scorer,
-                                       "noise": gen.meta.get("noise") or "uniform", "rows": rows})
+                                       "noise": gen.meta.noise or "uniform", "rows": rows})
     print(json.dumps([{k: v for k, v in r.items() if k != "samples"} for r in rows], indent=1))
 
 

@@ -6,7 +6,7 @@ the held-out diffusion loss on books text (code fraction 0) before and after, th
 norm over the first steps after the attention switch, and diffusion samples for a few prompts.
 Prints a table and writes JSON.
 
-    python bench/adapt_compare.py --model smollm2-135m --steps 40 --out bench/results/adapt_compare.json
+    python studies/adapt_compare.py --model smollm2-135m --steps 40 --out studies/results/adapt_compare.json
 """
 
 from __future__ import annotations
@@ -14,18 +14,22 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
-from books_loss import books_loss  # bench/ is on the path when run as a script
 from transformers.utils import logging as hf_logging
 
 from ar2diff.atomic import write_json_atomic
-from ar2diff.generation import DecodeOptions, TextGenerator
+from ar2diff.decoding import DecodeOptions
+from ar2diff.generation import TextGenerator
 from ar2diff.recipes import adapt_config
 from ar2diff.training.assemble import run_training
 
-BIDI = "objective.attention=prefix"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # books_loss.py sits next to this script
+from books_loss import books_loss  # noqa: E402
+
+BIDI = "objective.input_attention=prefix"
 SUNDAE = ["objective.noise=uniform", "objective.unroll=2"]  # the paper's noise
 VARIANTS = {
     "shift, immediate switch": [*SUNDAE, "objective.shift=true", "objective.anneal_steps=0", BIDI],
@@ -35,12 +39,12 @@ VARIANTS = {
                              BIDI],
     "shift, annealed mask, causal input": [*SUNDAE, "objective.shift=true",
                                            "objective.anneal_steps={anneal}",
-                                           "objective.attention=causal"],
+                                           "objective.input_attention=causal"],
     "masked noise, shift, annealed mask, causal input": ["objective.noise=mask",
                                                          "objective.unroll=1",
                                                          "objective.shift=true",
                                                          "objective.anneal_steps={anneal}",
-                                                         "objective.attention=causal"],
+                                                         "objective.input_attention=causal"],
 }
 PROMPTS = ["It was a dark and stormy night, and the old house", "The capital of France is",
            "She opened the door and"]
@@ -60,7 +64,7 @@ def main() -> None:
     p.add_argument("--anneal", type=int, default=20, help="annealing steps K")
     p.add_argument("--eval", type=int, default=32, help="held-out segments")
     p.add_argument("--work", default="runs/adapt_compare")
-    p.add_argument("--out", default="bench/results/adapt_compare.json")
+    p.add_argument("--out", default="studies/results/adapt_compare.json")
     p.add_argument("--only", type=int, nargs="+", help="run only these variants (0-based)")
     p.add_argument("overrides", nargs="*", help="extra config overrides for every variant")
     args = p.parse_args()

@@ -3,10 +3,10 @@
 For held-out books segments cut in half (the first half the input, the second the target),
 the loss of the first target token and of all target tokens given the clean target (AR
 teacher forcing through the prefix-LM layout, shift on), with the input attended causally
-(``causal`` mask) or bidirectionally (``prefix`` mask). An AR model reads its input well only
+(``causal`` layout) or bidirectionally (``prefix`` layout). An AR model reads its input well only
 causally; the gap shows what a bidirectional-input adaptation must re-learn. Writes JSON.
 
-    python bench/input_attention.py smollm2-135m runs/adapt/model --out bench/results/input_attention.json
+    python studies/input_attention.py smollm2-135m runs/adapt/model --out studies/results/input_attention.json
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ def segments(tokenizer, n: int, length: int, seed: int = 0) -> list[Example]:
 def losses(gen: TextGenerator, examples: list[Example]) -> dict[str, dict[str, float]]:
     batch = collate(examples, gen.ids["pad"])
     out = {}
-    for name, mode in (("causal input", "causal"), ("bidirectional input", "prefix")):
-        logits = gen.backbone.target_logits(batch, batch.target_ids, mode, True).float()
+    for name, layout in (("causal input", "causal"), ("bidirectional input", "prefix")):
+        logits = gen.backbone.target_logits(batch, batch.target_ids, layout, True).float()
         nll = -logits.log_softmax(-1).gather(-1, batch.target_ids[..., None])[..., 0]
         out[name] = {"first_token": float(nll[:, 0].mean()), "all_tokens": float(nll.mean())}
     return out
@@ -54,7 +54,7 @@ def main() -> None:
     p.add_argument("models", nargs="+")
     p.add_argument("--segments", type=int, default=16)
     p.add_argument("--length", type=int, default=64)
-    p.add_argument("--out", default="bench/results/input_attention.json")
+    p.add_argument("--out", default="studies/results/input_attention.json")
     args = p.parse_args()
     rows = []
     for spec in args.models:

@@ -3,7 +3,7 @@
 Measures held-out books loss (AR causal LM, and diffusion for an adapted model if given) and
 greedy-decoding agreement on a few prompts. Prints and writes JSON.
 
-    python bench/bf16_quality.py --out bench/results/bf16_quality.json [--adapted runs/adapt/model]
+    python studies/bf16_quality.py --out studies/results/bf16_quality.json [--adapted runs/adapt/model]
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from transformers.utils import logging as hf_logging
 
 from ar2diff.atomic import write_json_atomic
 from ar2diff.config import load_config
-from ar2diff.generation import DecodeOptions, TextGenerator
+from ar2diff.decoding import DecodeOptions
+from ar2diff.generation import TextGenerator
+from ar2diff.models.meta import ModelMeta
 from ar2diff.training.assemble import build_source
 from ar2diff.training.loop import Trainer
 
@@ -34,12 +36,20 @@ def heldout_loss(gen: TextGenerator, overrides: list[str], n: int) -> float:
     return trainer.eval_loss()
 
 
+def own_objective(meta: ModelMeta) -> list[str]:
+    """Config overrides that score a diffusion model with the objective it was adapted with."""
+    causal_input = meta.layout == "diffusion-causal-input"
+    return ["objective.kind=diffusion", f"objective.shift={str(meta.shift).lower()}",
+            f"objective.noise={meta.noise or 'uniform'}",
+            f"objective.input_attention={'causal' if causal_input else 'prefix'}"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--adapted", help="an adapted (diffusion) model folder to check as well")
     p.add_argument("--eval", type=int, default=32)
-    p.add_argument("--out", default="bench/results/bf16_quality.json")
+    p.add_argument("--out", default="studies/results/bf16_quality.json")
     args = p.parse_args()
     hf_logging.disable_progress_bar()
     result = {"model": args.model}
@@ -52,9 +62,7 @@ def main() -> None:
                                                        "objective.format=causal"], args.eval)
         if args.adapted:
             diff = TextGenerator.load(args.adapted, dtype)
-            shift = str(bool(diff.meta.get("shift"))).lower()
-            result[f"diffusion_loss_{name}"] = heldout_loss(
-                diff, ["objective.kind=diffusion", f"objective.shift={shift}"], args.eval)
+            result[f"diffusion_loss_{name}"] = heldout_loss(diff, own_objective(diff.meta), args.eval)
         print(name, {k: v for k, v in result.items() if name in k}, flush=True)
     same = [a[0] == b[0] for a, b in zip(outs["fp32"], outs["bf16"], strict=True)]
     tokens_same = [sum(x == y for x, y in zip(a[0], b[0], strict=False)) / max(len(a[0]), 1)

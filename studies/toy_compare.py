@@ -3,7 +3,7 @@
 Trains each variant on the same task, steps and batch, then reports held-out exact match
 (diffusion sampled with T = 10, tau = 0.2, N = 8; AR greedy). Prints a table, writes JSON.
 
-    python bench/toy_compare.py --task reverse --steps 600 --out bench/results/toy_compare.json
+    python studies/toy_compare.py --task reverse --steps 600 --out studies/results/toy_compare.json
 """
 
 from __future__ import annotations
@@ -18,14 +18,15 @@ from transformers.utils import logging as hf_logging
 
 from ar2diff.atomic import write_json_atomic
 from ar2diff.config import load_config
+from ar2diff.decoding import DecodeOptions
 from ar2diff.demo import TOY_OVERRIDES, toy_exact_match
-from ar2diff.generation import DecodeOptions, TextGenerator
+from ar2diff.generation import TextGenerator
 from ar2diff.training.assemble import run_training
 
 VARIANTS = {
     "diffusion L(1:2)": ["objective.kind=diffusion", "objective.unroll=2"],
     "diffusion L(1:1)": ["objective.kind=diffusion", "objective.unroll=1"],
-    "AR (prefix LM)": ["objective.kind=ar", "objective.attention=prefix"],
+    "AR (prefix LM)": ["objective.kind=ar", "objective.input_attention=prefix"],
 }
 
 
@@ -35,7 +36,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--eval", type=int, default=200, help="held-out examples")
     p.add_argument("--work", default="runs/toy_compare")
-    p.add_argument("--out", default="bench/results/toy_compare.json")
+    p.add_argument("--out", default="studies/results/toy_compare.json")
     args = p.parse_args()
     hf_logging.disable_progress_bar()
     rows = []

@@ -1,0 +1,107 @@
+"""The sandbox's child side: the bootstrap program text that isolates and runs one program.
+
+The harness (:mod:`ar2diff.evaluation.sandbox`) passes it a JSON config: namespace flags, mounts,
+rlimits, uid, argv, cwd and the status pipe. It uses the standard library only.
+"""
+
+# Runs as `python -I -S -c BOOTSTRAP CONFIG` in a new session. It enters the namespaces, then
+# forks a supervisor (pid 1 of the new pid namespace when there is one), which forks the program:
+# limits, uid drop, exec. The supervisor reaps, reports the program's wait status on the status
+# pipe and exits, which kills whatever is left in the pid namespace. SIGTERM to the bootstrap
+# kills the supervisor and waits until the namespace is gone.
+BOOTSTRAP = r"""
+import ctypes, json, os, resource, signal, sys
+
+cfg = json.loads(sys.argv[1])
+libc = ctypes.CDLL(None, use_errno=True)
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
+
+
+def check(ret):
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def die_with_parent():
+    check(libc.prctl(1, signal.SIGKILL, 0, 0, 0))  # PR_SET_PDEATHSIG
+
+
+def mount(source, target, fstype, flags, data=None):
+    args = [None if s is None else s.encode() for s in (source, target, fstype, data)]
+    check(libc.mount(args[0], args[1], args[2], ctypes.c_ulong(flags), args[3]))
+
+
+def enter_namespaces():
+    uid, gid = os.getuid(), os.getgid()
+    check(libc.unshare(cfg["flags"]))
+    if cfg["userns"]:
+        maps = (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1"))
+        for name, text in maps:
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    for top, mode, keep in cfg["mounts"]:
+        fds = [os.open(path, os.O_PATH) for path in keep]
+        mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode},size={cfg['tmpfs']}")
+        for path, fd in zip(keep, fds):
+            os.makedirs(path, exist_ok=True)
+            mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+            os.close(fd)
+
+
+def exec_program():
+    os.close(cfg["status_fd"])
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+    for name, soft, hard in cfg["limits"]:
+        res = getattr(resource, name)
+        cap = resource.getrlimit(res)[1]
+        if cap != resource.RLIM_INFINITY and os.geteuid() != 0:
+            soft, hard = min(soft, cap), min(hard, cap)
+        resource.setrlimit(res, (soft, hard))
+    if cfg["uid"] is not None:
+        os.setgroups([])
+        os.setgid(cfg["uid"])
+        os.setuid(cfg["uid"])
+    os.nice(10)  # the harness and supervisors stay responsive under load
+    check(libc.prctl(38, 1, 0, 0, 0))  # PR_SET_NO_NEW_PRIVS
+    os.execv(cfg["argv"][0], cfg["argv"])
+
+
+def supervise():
+    die_with_parent()
+    if cfg["flags"]:
+        try:
+            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        except OSError:
+            pass  # best effort: the program then sees the host's process list
+    child = os.fork()
+    if child == 0:
+        exec_program()
+    while True:
+        pid, status = os.wait()
+        if pid == child:
+            break
+    os.write(cfg["status_fd"], str(status).encode())
+    os._exit(0)
+
+
+os.umask(0o022)
+if cfg["flags"]:
+    enter_namespaces()
+die_with_parent()  # after unshare: entering a user namespace clears it
+if os.getppid() != cfg["parent"]:
+    sys.exit("sandbox: harness went away")
+os.chdir(cfg["cwd"])
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])  # until the handler can act
+supervisor = os.fork()
+if supervisor == 0:
+    supervise()
+signal.signal(signal.SIGTERM, lambda *_: os.kill(supervisor, signal.SIGKILL))
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
+os.waitid(os.P_PID, supervisor, os.WEXITED | os.WNOWAIT)
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])  # never signal a reaped pid
+os.waitpid(supervisor, 0)
+"""
