@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from ar2diff.cli import COMMANDS, build_parser, main
 
@@ -51,6 +52,30 @@ def test_train_then_generate(tmp_path, capsys):
     assert main(["generate", "--model", str(out / "model"), "--prompt", "copy : 1 2 3",
                  "--steps", "3", "--samples", "2", "--max-new-tokens", "6"]) == 0
     assert capsys.readouterr().out.endswith("\n")  # the completion (untrained: any text)
+    model = ["generate", "--model", str(out / "model"), "--prompt", "copy : 1 2 3", "--steps", "2",
+             "--max-new-tokens", "4", "--mode", "diffusion"]
+    assert main([*model, "--candidates", "2", "--completions", "3", "--device", "cpu",
+                 "--dtype", "bfloat16"]) == 0
+    assert capsys.readouterr().out.count("\n") == 3  # three completions (untrained: maybe empty)
+    if not torch.cuda.is_available():
+        assert main([*model, "--device", "cuda"]) == 2
+        assert "no CUDA device is available" in capsys.readouterr().err
+    assert main([*model, "--device", "tpu9"]) == 2
+    assert "--device 'tpu9': not a device" in capsys.readouterr().err
+
+
+def test_models_load_on_the_device_in_the_dtype_asked(tmp_path):
+    from ar2diff.generation import TextGenerator
+
+    out = tmp_path / "run"
+    assert main(["train", "data.source=toy", "tokenizer.kind=toy", "model.size=nano",
+                 "train.steps=1", "train.batch_size=2", "train.progress=false",
+                 f"train.out_dir={out}"]) == 0
+    gen = TextGenerator.load(str(out / "model"), "bfloat16", "cpu")
+    weights = {p.dtype for p in gen.backbone.model.parameters()}
+    assert weights == {torch.bfloat16} and gen.backbone.device == torch.device("cpu")
+    assert {p.dtype for p in TextGenerator.load(str(out / "model")).backbone.model.parameters()} \
+        == {torch.float32}
 
 
 def test_console_script_runs():

@@ -11,7 +11,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # prefix decides a module's layer. A new module must find its place here.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("ar2diff", "ar2diff.errors", "ar2diff.paths", "ar2diff.rng", "ar2diff.atomic",
-              "ar2diff.provenance", "ar2diff.decoding", "ar2diff.config", "ar2diff.tokenization")),
+              "ar2diff.provenance", "ar2diff.devices", "ar2diff.decoding", "ar2diff.config",
+              "ar2diff.tokenization")),
     ("data", ("ar2diff.data",)),
     ("scoring", ("ar2diff.evaluation",)),  # metrics, code harness, sandbox, scoring
     ("models", ("ar2diff.models",)),

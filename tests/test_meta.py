@@ -84,7 +84,7 @@ def test_a_new_noise_process_registers_itself():
 
     try:
         assert noise_class("absorb2") is Absorb2 and issubclass(Absorb2, NoiseProcess)
-        canvas = noise_class("absorb2")(3).initial_canvas(2, 4, torch.Generator())
+        canvas = noise_class("absorb2")(3).initial_canvas(torch.rand(2, 4))
         assert torch.equal(canvas, torch.full((2, 4), 3))
     finally:
         REGISTRY.pop("absorb2")
@@ -106,3 +106,19 @@ def test_evaluation_options_draw_enough_completions_for_pass_at_k():
     assert (diffusion.completions, diffusion.strategy, diffusion.temperature) == (5, "greedy", 0.3)
     one = evaluation_options(DecodeOptions(chat=True), "ar", [1])
     assert one == dataclasses.replace(DecodeOptions(chat=True), completions=1)
+
+
+def test_keyed_uniforms_depend_only_on_their_keys():
+    from ar2diff.rng import keyed_uniform
+
+    inputs, pos = torch.tensor([[11], [12], [13]]), torch.arange(5)[None]
+    batch = keyed_uniform(7, inputs, 2, pos)
+    assert batch.shape == (3, 5) and batch.dtype == torch.float32
+    assert torch.equal(keyed_uniform(7, inputs[1:2], 2, pos), batch[1:2])  # alone = in a batch
+    assert torch.equal(keyed_uniform(7, inputs, 2, pos[:, 2:4]), batch[:, 2:4])  # any chunk
+    assert not torch.equal(keyed_uniform(8, inputs, 2, pos), batch)  # the seed matters
+    many = keyed_uniform(0, torch.arange(400)[:, None], torch.arange(500)[None])
+    assert 0 <= float(many.min()) and float(many.max()) < 1
+    assert float(many.mean()) == pytest.approx(0.5, abs=0.005)
+    assert float(many.var()) == pytest.approx(1 / 12, abs=0.002)
+    assert torch.histc(many, 10, 0, 1).div(many.numel()).sub(0.1).abs().max() < 0.005

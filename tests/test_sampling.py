@@ -219,3 +219,27 @@ def test_cut_at_first_pad_or_eos():
     assert cut([5, 6, 2, 7], {0, 2}) == [5, 6]
     assert cut([5, 0, 2], {0, 2}) == [5]
     assert cut([5, 6], {0, 2}) == [5, 6]
+
+
+@pytest.mark.parametrize("noise", [UniformNoise(40), MaskNoise(39)], ids=["uniform", "mask"])
+def test_diffusion_makes_no_host_round_trip_per_step(monkeypatch, noise):
+    """The canvas, draws, scores and pick stay on the model's device: what the host reads does
+    not grow with the number of steps (and nothing is read while denoising)."""
+    bb = Backbone(tiny_model("llama"))
+    calls: dict[str, int] = {}
+    for name in ("cpu", "item", "tolist", "__bool__", "__int__", "__float__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, _name=name, **k):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    seen = []
+    for steps in (3, 6):
+        calls.clear()
+        cfg = DiffusionSampling(steps=steps, candidates=2, target_length=6)
+        diffusion_generate(bb, PROMPTS, cfg, noise, PAD, EOS)
+        seen.append(dict(calls))
+    assert seen[0] == seen[1] and seen[0].get("cpu") == 4  # one transfer of each result
+    assert "item" not in seen[0] and "__bool__" not in seen[0]

@@ -16,6 +16,7 @@ from ar2diff.decoding import (
     DEFAULT_TEMPERATURE,
     DecodeOptions,
 )
+from ar2diff.devices import DTYPES
 from ar2diff.errors import Ar2DiffError
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], None]]] = {}
@@ -63,6 +64,13 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
                    help="diffusion: stop once a step changes none of an input's samples")
     g.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
                    help="wrap the prompt in the tokenizer's chat template (default: if it has one)")
+
+
+def _add_placement(p: argparse.ArgumentParser, dtype_help: str) -> None:
+    g = p.add_argument_group("device")
+    g.add_argument("--device", default="auto",
+                   help="auto (the GPU when there is one, default), cpu, cuda or cuda:N")
+    g.add_argument("--dtype", choices=list(DTYPES), help=dtype_help)
 
 
 def decode_options(args: argparse.Namespace) -> DecodeOptions:
@@ -174,13 +182,14 @@ def _configure_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", required=True, action="append",
                    help="prompt text (repeat for several prompts)")
     _add_decoding(p)
+    _add_placement(p, "weights' dtype (default: an ar2diff folder's own, else float32)")
 
 
 @command("generate", "generate text from prompts by AR or diffusion decoding")
 def cmd_generate(args: argparse.Namespace) -> None:
     from ar2diff.generation import TextGenerator
 
-    gen = TextGenerator.load(args.model)
+    gen = TextGenerator.load(args.model, args.dtype, args.device)
     for prompt, outs in zip(args.prompt, gen.generate(args.prompt, decode_options(args)),
                             strict=True):
         for text in outs:
@@ -208,6 +217,7 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="prompts decoded together")
     p.add_argument("--out", required=True, help="results JSON file to write")
     _add_decoding(p)
+    _add_placement(p, "weights' dtype (default: an ar2diff folder's own, else float32)")
 
 
 @command("evaluate", "evaluate a model (or a predictions file) on a task; writes results JSON")
@@ -222,7 +232,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise Ar2DiffError("evaluate needs --model (or --predictions FILE)")
     else:
         results = evaluate_model(args.model, args.task, decode_options(args),
-                                 batch_size=args.batch_size, **where)
+                                 batch_size=args.batch_size, dtype=args.dtype,
+                                 device=args.device, **where)
     metrics = {k: v for k, v in results["metrics"].items() if not isinstance(v, dict)}
     print(" ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
                    for k, v in metrics.items()))
@@ -238,13 +249,15 @@ cmd_evaluate.configure = _configure_evaluate
 def _configure_experiment(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="experiment YAML, e.g. configs/experiments/tiny.yaml")
     p.add_argument("--out", help="output folder (default runs/experiments/<name>)")
+    _add_placement(p, "dtype of evaluations whose spec names none (default float32; a "
+                      "different one makes those cells distinct)")
 
 
 @command("experiment", "run the paper's experiment grid from a YAML (resumable); writes REPORT.md")
 def cmd_experiment(args: argparse.Namespace) -> None:
     from ar2diff.experiments.runner import run_experiment
 
-    summary = run_experiment(args.config, args.out)
+    summary = run_experiment(args.config, args.out, device=args.device, dtype=args.dtype)
     print(f"report: {summary['name']} — {len(summary['tables'])} tables, "
           f"{len(summary['plots'])} plots")
 
@@ -261,8 +274,10 @@ def _configure_bench(p: argparse.ArgumentParser) -> None:
                    help="models: tiny (random Llama) and/or any spec (default both)")
     p.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 512, 1024],
                    help="decode: output lengths (default 64 256 512 1024)")
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+    p.add_argument("--dtype", default="bfloat16", choices=list(DTYPES),
                    help="decode: weight dtype for every method (default bfloat16)")
+    p.add_argument("--device", default="auto",
+                   help="auto (the GPU when there is one, default), cpu, cuda or cuda:N")
     p.add_argument("--seq-len", type=int, default=512, help="train: sequence length")
     p.add_argument("--batch", type=int, default=8, help="train: batch size")
     p.add_argument("--micro-batch", type=int, default=2,
@@ -278,9 +293,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     out = Path(args.out or f"bench/results/{args.what}.json")
     if args.what == "decode":
-        bench.decode_bench(args.models, args.lengths, out, dtype=args.dtype)
+        bench.decode_bench(args.models, args.lengths, out, dtype=args.dtype, device=args.device)
     else:
-        bench.train_bench(args.models, out, args.seq_len, args.batch, micro=args.micro_batch)
+        bench.train_bench(args.models, out, args.seq_len, args.batch, micro=args.micro_batch,
+                          device=args.device)
     print(f"results written to {out}")
 
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 import torch
 
 from ar2diff.decoding import DEFAULT_AR_TEMPERATURE, MODES, DecodeOptions
+from ar2diff.devices import resolve_device, resolve_dtype
 from ar2diff.errors import Ar2DiffError
 from ar2diff.models.backbone import Backbone
 from ar2diff.models.hub import load_any
@@ -28,9 +29,12 @@ class TextGenerator:
         self._noise: NoiseProcess | None = None
 
     @classmethod
-    def load(cls, spec: str, dtype: torch.dtype | None = None) -> TextGenerator:
-        """From an ar2diff model folder or any pretrained spec (folder, .gguf, hub id, alias)."""
-        return cls(*load_any(spec, dtype))
+    def load(cls, spec: str, dtype: torch.dtype | str | None = None,
+             device: torch.device | str | None = "auto") -> TextGenerator:
+        """From an ar2diff model folder or any pretrained spec (folder, .gguf, hub id, alias),
+        loaded straight onto ``device`` (``auto``: the accelerator when there is one) in
+        ``dtype`` (``float32`` / ``bfloat16``; default: an ar2diff folder's own, else float32)."""
+        return cls(*load_any(spec, resolve_dtype(dtype), resolve_device(device)))
 
     def encode_prompt(self, prompt: str, chat: bool | None) -> list[int]:
         """Prompt text → ids (through the chat template when asked); checks the length."""

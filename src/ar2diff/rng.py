@@ -34,3 +34,35 @@ def example_generator(seed: int, *keys: int) -> torch.Generator:
 def prompt_key(ids: Sequence[int]) -> int:
     """A stable integer key of a token sequence (seeds per-input randomness when decoding)."""
     return zlib.crc32(torch.tensor(list(ids), dtype=torch.int64).numpy().tobytes())
+
+
+# ---- counter-based uniforms (any device) ---------------------------------------------------
+
+_M32 = 0xFFFFFFFF
+_GOLDEN = 0x61C88647  # below 2**31, so that a 32-bit value times it fits in int64
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (xor-shift-multiply) of ``x`` in [0, 2**32)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x45D9F3B) & _M32
+    x = x ^ (x >> 16)
+    x = (x * 0x45D9F3B) & _M32
+    return x ^ (x >> 16)
+
+
+def keyed_uniform(seed: int, *keys: torch.Tensor | int) -> torch.Tensor:
+    """Uniforms in [0, 1) that are a pure function of ``(seed, *keys)``, elementwise.
+
+    ``keys`` are integer tensors (or ints) broadcast together, e.g. input key ``[B, 1, 1]``,
+    candidate ``[1, N, 1]`` and position ``[1, 1, L]``; the result has their broadcast shape
+    and lives on their device. Each draw depends only on its own keys, never on how many others
+    are drawn with it: results do not depend on batching or chunking, on any device.
+    """
+    tensors = [k for k in keys if isinstance(k, torch.Tensor)]
+    device = tensors[0].device if tensors else None
+    h = torch.tensor(seed & _M32, dtype=torch.int64, device=device)
+    for key in keys:
+        key = torch.as_tensor(key, dtype=torch.int64, device=device) & _M32
+        h = _mix32((h * _GOLDEN + key) & _M32)
+    return (h >> 8).to(torch.float32) / float(1 << 24)

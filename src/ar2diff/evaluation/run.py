@@ -12,18 +12,15 @@ import os
 import time
 from collections.abc import Sequence
 
-import torch
-
 from ar2diff.atomic import write_json_atomic
 from ar2diff.data.tasks import load_task
 from ar2diff.decoding import DecodeOptions
-from ar2diff.errors import Ar2DiffError
+from ar2diff.devices import resolve_dtype
 from ar2diff.evaluation.scoring import evaluate_task, score_predictions
 from ar2diff.generation import TextGenerator
 from ar2diff.provenance import git_commit
 
 PASS_AT_K_TEMPERATURE = 0.8  # AR sampling temperature when pass@k asks for several completions
-DTYPES = ("float32", "bfloat16")
 
 
 def evaluation_options(opts: DecodeOptions, mode: str, ks: Sequence[int]) -> DecodeOptions:
@@ -49,18 +46,19 @@ def evaluate_model(
     ks: Sequence[int] = (1,),
     batch_size: int = 8,
     dtype: str | None = None,
+    device: str | None = "auto",
     out: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> dict:
     """Decode ``task`` with ``model`` (a spec ``--model`` accepts, or a loaded generator), score
     it, and return (and write to ``out``) the results with their setup.
 
-    ``dtype`` None loads the weights as stored."""
-    if dtype is not None and dtype not in DTYPES:
-        raise Ar2DiffError(f"dtype {dtype!r}: choose float32 or bfloat16")
+    ``dtype`` None loads the weights as stored; ``device`` ``auto`` picks the accelerator
+    when there is one."""
+    resolve_dtype(dtype)  # a bad value fails before any work
     examples = load_task(task, split, data, limit)
-    gen = model if isinstance(model, TextGenerator) else TextGenerator.load(
-        str(model), None if dtype is None else getattr(torch, dtype))
+    gen = model if isinstance(model, TextGenerator) else TextGenerator.load(str(model), dtype,
+                                                                           device)
     mode = gen.mode(opts or DecodeOptions())
     opts = evaluation_options(opts or DecodeOptions(), mode, ks)
     start = time.perf_counter()
@@ -69,7 +67,8 @@ def evaluate_model(
                             progress=progress)
     results["seconds"] = time.perf_counter() - start
     setup = {"model": str(model) if not isinstance(model, TextGenerator) else None,
-             "mode": mode, "dtype": dtype, "decoding": dataclasses.asdict(opts)}
+             "mode": mode, "dtype": dtype, "device": str(gen.backbone.device),
+             "decoding": dataclasses.asdict(opts)}
     if mode == "diffusion":
         setup["diffusion"] = dataclasses.asdict(gen.diffusion_config(opts))
         setup["noise"] = gen.noise.name

@@ -23,6 +23,7 @@ import yaml
 from ar2diff.atomic import write_json_atomic
 from ar2diff.config import load_config
 from ar2diff.decoding import decode_options
+from ar2diff.devices import resolve_device, resolve_dtype
 from ar2diff.errors import Ar2DiffError
 from ar2diff.evaluation.run import evaluate_model
 from ar2diff.experiments.report import write_report
@@ -52,8 +53,10 @@ LABELS = ("table", "row", "col", "paper")  # report-only fields of an evaluation
 class Experiment:
     """Runs the models and evaluations of an experiment spec under ``out``."""
 
-    def __init__(self, spec: dict[str, Any], out: Path, spec_path: Path):
+    def __init__(self, spec: dict[str, Any], out: Path, spec_path: Path, device: str = "auto",
+                 dtype: str | None = None):
         self.spec, self.out, self.spec_path = spec, out, spec_path
+        self.device, self.dtype = device, dtype
         self.common: list[str] = list(spec.get("common", []))
         self.log: list[str] = []
         self.done: dict[str, dict] = {}  # evaluation results by fingerprint
@@ -107,6 +110,8 @@ class Experiment:
     def evaluate(self, name: str, entry: dict[str, Any]) -> dict[str, Any]:
         """Run (or reuse) one evaluation; returns its stored result."""
         path = self.out / "results" / f"{name}.json"
+        if self.dtype not in (None, "float32") and "dtype" not in entry:
+            entry = {**entry, "dtype": self.dtype}  # a distinct cell from the float32 one
         fingerprint = _digest({"entry": {k: v for k, v in entry.items() if k not in LABELS},
                                "model": self.fingerprint(entry["model"])})
         if path.is_file():
@@ -130,7 +135,7 @@ class Experiment:
             model, entry["task"], opts, split=entry.get("split", "test"),
             limit=entry.get("limit"), ks=entry.get("k", [1]),
             batch_size=entry.get("batch_size", 8), dtype=entry.get("dtype", "float32"),
-            progress=False)
+            device=self.device, progress=False)
         result["setup"] = {**result["setup"], **entry, "model_dir": str(model)}
         result["fingerprint"] = fingerprint
         self.done[fingerprint] = result
@@ -170,11 +175,17 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_experiment(config: str | Path, out: str | Path | None = None) -> dict[str, Any]:
-    """Run an experiment YAML; returns the report's summary."""
+def run_experiment(config: str | Path, out: str | Path | None = None, device: str = "auto",
+                   dtype: str | None = None) -> dict[str, Any]:
+    """Run an experiment YAML; returns the report's summary.
+
+    ``device`` runs the evaluations (training follows each config's ``train.device``);
+    ``dtype`` is the dtype of evaluations whose spec names none.
+    """
+    resolve_device(device), resolve_dtype(dtype)  # bad values fail before any work
     spec = load_experiment(config)
     out_dir = Path(out or Path("runs") / "experiments" / spec["name"])
-    return Experiment(spec, out_dir, Path(config)).run()
+    return Experiment(spec, out_dir, Path(config), device, dtype).run()
 
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from ar2diff.errors import Ar2DiffError
@@ -125,8 +126,19 @@ def load_meta(folder: str | Path) -> ModelMeta:
         raise Ar2DiffError(f"{path} has a malformed field ({exc}); re-save the model") from exc
 
 
-def load_model(folder: str | Path, dtype=None):
-    """Load an ar2diff model folder: ``(model, tokenizer, meta)``, checksums verified."""
+def placement(device: torch.device | None) -> dict[str, Any]:
+    """``from_pretrained`` arguments that load the weights straight onto ``device``."""
+    if device is None or device.type == "cpu":
+        return {}
+    return {"device_map": {"": device}}
+
+
+def load_model(folder: str | Path, dtype: torch.dtype | None = None,
+               device: torch.device | None = None):
+    """Load an ar2diff model folder: ``(model, tokenizer, meta)``, checksums verified.
+
+    The weights go straight onto ``device`` (default the CPU) in ``dtype`` (default: as saved).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise Ar2DiffError(f"model folder {folder} not found; pass a folder written by ar2diff")
@@ -136,7 +148,7 @@ def load_model(folder: str | Path, dtype=None):
     verify_folder(folder)
     meta = load_meta(folder)
     cls = AutoModelForSeq2SeqLM if meta.encoder_decoder else AutoModelForCausalLM
-    kwargs = {"attn_implementation": "sdpa"}
+    kwargs = {"attn_implementation": "sdpa", **placement(device)}
     if dtype is not None:
         kwargs["dtype"] = dtype
     model = cls.from_pretrained(folder, **kwargs)

@@ -40,7 +40,7 @@ from transformers import (
 )
 
 from ar2diff.errors import Ar2DiffError
-from ar2diff.models.checkpoint import is_ar2diff_folder, load_model
+from ar2diff.models.checkpoint import is_ar2diff_folder, load_model, placement
 from ar2diff.models.meta import ModelMeta
 from ar2diff.paths import default_cache_dir
 
@@ -106,20 +106,22 @@ def resolve_spec(spec: str, cache_dir: Path | None = None) -> ModelSource:
     )
 
 
-def load_any(spec: str, dtype: torch.dtype | None = None
+def load_any(spec: str, dtype: torch.dtype | None = None, device: torch.device | None = None
              ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelMeta]:
     """An ar2diff model folder, or any pretrained causal LM spec (folder, .gguf, hub id, alias).
 
-    Returns ``(model, tokenizer, meta)``; a plain pretrained LM gets AR metadata.
+    Returns ``(model, tokenizer, meta)``, the model on ``device`` (default the CPU) in ``dtype``
+    (default: an ar2diff folder's own, float32 otherwise); a plain pretrained LM gets AR metadata.
     """
     if is_ar2diff_folder(spec):
-        return load_model(spec, dtype)
-    model, tokenizer = load_pretrained(spec, dtype or torch.float32)
+        return load_model(spec, dtype, device)
+    model, tokenizer = load_pretrained(spec, dtype or torch.float32, device=device)
     return model.eval(), tokenizer, ModelMeta.pretrained(spec, len(tokenizer))
 
 
 def load_pretrained(
-    spec: str, dtype: torch.dtype = torch.float32, cache_dir: Path | None = None
+    spec: str, dtype: torch.dtype = torch.float32, cache_dir: Path | None = None,
+    device: torch.device | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the causal LM and tokenizer named by ``spec`` (see ``resolve_spec``) in ``dtype``.
 
@@ -130,13 +132,13 @@ def load_pretrained(
     source = resolve_spec(spec, cache_dir)
     if source.kind == "alias":
         _ensure_smollm2(_alias_dir(cache_dir))
-    model, tokenizer = _load(source, dtype)
+    model, tokenizer = _load(source, dtype, device)
     _ensure_pad_token(model, tokenizer)
     return model, tokenizer
 
 
 def _load(
-    source: ModelSource, dtype: torch.dtype
+    source: ModelSource, dtype: torch.dtype, device: torch.device | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     name = source.hub_id or source.folder
     gguf = {"gguf_file": source.gguf_file} if source.gguf_file else {}
@@ -144,7 +146,8 @@ def _load(
     label = Path(name, source.gguf_file) if gguf else name
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **gguf)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **gguf, **dequantize)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **gguf, **dequantize,
+                                                     **placement(device))
     except (OSError, ValueError) as err:
         reason = (str(err).strip() or type(err).__name__).splitlines()[0]
         raise Ar2DiffError(f"could not load model {label}: {reason}") from err

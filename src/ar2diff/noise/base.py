@@ -57,8 +57,9 @@ class NoiseProcess(ABC):
     # ---- sampling ------------------------------------------------------------------------
 
     @abstractmethod
-    def initial_canvas(self, rows: int, length: int, gen: torch.Generator) -> torch.Tensor:
-        """The ``[rows, length]`` target tokens sampling starts from (for one input)."""
+    def initial_canvas(self, uniforms: torch.Tensor) -> torch.Tensor:
+        """The target tokens sampling starts from, one per position of ``uniforms`` (keyed
+        draws in [0, 1) of that shape, on the model's device)."""
 
     def schedule(self, steps: int, length: int, block_length: int) -> list[Any]:
         """One entry per denoising step, passed back to :meth:`update`."""
@@ -68,8 +69,11 @@ class NoiseProcess(ABC):
     def update(self, canvas: torch.Tensor, drawn: torch.Tensor, drawn_logp: torch.Tensor,
                logp: torch.Tensor, step: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """The next canvas and the log-probabilities of its tokens, from the tokens ``drawn`` at
-        every position this step (``[n, L]``, log-probabilities ``drawn_logp``)."""
+        every position this step (``[rows, L]``, log-probabilities ``drawn_logp``); rows are
+        independent of each other."""
 
-    @abstractmethod
-    def finished(self, before: torch.Tensor, after: torch.Tensor, early_stop: bool) -> bool:
-        """Whether an input's canvas needs no further steps."""
+    def finished(self, before: torch.Tensor, after: torch.Tensor,
+                 early_stop: bool) -> torch.Tensor | None:
+        """For canvases ``[B, N, L]`` of B inputs: which inputs need no further step (a bool
+        tensor ``[B]``), or None when no input can finish before the schedule ends."""
+        return None

@@ -72,19 +72,33 @@ def reveal_plan(length: int, steps: int, block: int) -> list[tuple[int, int, int
     return plan
 
 
+def reveal_counts(plan: list[tuple[int, int, int]]) -> list[int]:
+    """How many positions each step of ``plan`` reveals: ``ceil(masked / steps_left)`` of its
+    block, known in advance because every row starts fully masked."""
+    counts, left = [], {}
+    for lo, hi, steps_left in plan:
+        masked = left.get(lo, hi - lo)
+        counts.append(math.ceil(masked / steps_left))
+        left[lo] = masked - counts[-1]
+    return counts
+
+
 def reveal(x: torch.Tensor, drawn: torch.Tensor, drawn_logp: torch.Tensor, logp: torch.Tensor,
-           mask_id: int, block: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep the ``1 / steps_left`` share of the masked positions of the block
+           mask_id: int, block: tuple[int, int, int],
+           count: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the ``1 / steps_left`` share (or ``count``) of the masked positions of the block
     ``(lo, hi, steps_left)`` whose drawn tokens have the highest log-probability; the others
     stay masked, revealed tokens stay fixed.
 
-    ``x`` ``[n, L]`` the current tokens; returns the new tokens and their log-probabilities.
+    ``x`` ``[n, L]`` the current tokens (every row with as many masked positions); returns the
+    new tokens and their log-probabilities.
     """
     lo, hi, steps_left = block
     masked = x == mask_id
     masked[:, :lo] = False
     masked[:, hi:] = False
-    count = math.ceil(int(masked[0].sum()) / steps_left)  # every sample has as many masked
+    if count is None:
+        count = math.ceil(int(masked[0].sum()) / steps_left)
     # rounded, ties to the leftmost: float noise of batching must not reorder near-equal ones
     confidence = (drawn_logp * 1e4).round().masked_fill(~masked, -math.inf)
     order = confidence.sort(dim=1, descending=True, stable=True).indices
@@ -121,15 +135,18 @@ class MaskNoise(NoiseProcess):
         return masked_diffusion_loss(backbone, batch, fed, rates, self.mask_id, shift, anneal,
                                      layout)
 
-    def initial_canvas(self, rows: int, length: int, gen: torch.Generator) -> torch.Tensor:
-        return torch.full((rows, length), self.mask_id)
+    def initial_canvas(self, uniforms: torch.Tensor) -> torch.Tensor:
+        return torch.full(uniforms.shape, self.mask_id, device=uniforms.device)
 
-    def schedule(self, steps: int, length: int, block_length: int) -> list[tuple[int, int, int]]:
-        return reveal_plan(length, steps, block_length)
+    def schedule(self, steps: int, length: int,
+                 block_length: int) -> list[tuple[tuple[int, int, int], int]]:
+        """Per step: the block ``(lo, hi, steps_left)`` and how many positions it reveals (every
+        position is revealed by the last step)."""
+        plan = reveal_plan(length, steps, block_length)
+        return list(zip(plan, reveal_counts(plan), strict=True))
 
     def update(self, canvas: torch.Tensor, drawn: torch.Tensor, drawn_logp: torch.Tensor,
-               logp: torch.Tensor, step: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        return reveal(canvas, drawn, drawn_logp, logp, self.mask_id, step)
-
-    def finished(self, before: torch.Tensor, after: torch.Tensor, early_stop: bool) -> bool:
-        return not bool((after == self.mask_id).any())
+               logp: torch.Tensor,
+               step: tuple[tuple[int, int, int], int]) -> tuple[torch.Tensor, torch.Tensor]:
+        block, count = step
+        return reveal(canvas, drawn, drawn_logp, logp, self.mask_id, block, count)

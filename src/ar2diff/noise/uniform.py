@@ -48,12 +48,14 @@ class UniformNoise(NoiseProcess):
         fed = uniform_corrupt(batch.target_ids, self.vocab_size, generators)
         return sundae_loss(backbone, batch, fed, self.unroll, shift, anneal, layout)
 
-    def initial_canvas(self, rows: int, length: int, gen: torch.Generator) -> torch.Tensor:
-        return torch.randint(0, self.vocab_size, (rows, length), generator=gen)
+    def initial_canvas(self, uniforms: torch.Tensor) -> torch.Tensor:
+        return (uniforms * self.vocab_size).long().clamp(max=self.vocab_size - 1)
 
     def update(self, canvas: torch.Tensor, drawn: torch.Tensor, drawn_logp: torch.Tensor,
                logp: torch.Tensor, step: None) -> tuple[torch.Tensor, torch.Tensor]:
         return drawn, drawn_logp
 
-    def finished(self, before: torch.Tensor, after: torch.Tensor, early_stop: bool) -> bool:
-        return early_stop and torch.equal(before, after)
+    def finished(self, before: torch.Tensor, after: torch.Tensor,
+                 early_stop: bool) -> torch.Tensor | None:
+        """With ``early_stop``: the inputs whose step left all their candidates unchanged."""
+        return (before == after).flatten(1).all(1) if early_stop else None

@@ -1,15 +1,20 @@
-"""Diffusion sampling under any noise process (:mod:`ar2diff.noise`).
+"""Diffusion sampling under any noise process (:mod:`ar2diff.noise`), on the model's device.
 
 Start from the process's initial canvas (SUNDAE: uniformly random tokens; masked: all masks); at
 each step draw x ~ softmax(logits / tau) at every target position and let the process turn the
 drawn tokens into the next canvas (SUNDAE keeps them all; masked keeps the most confident share
-of the masked positions, optionally block by block). N candidates per input run in parallel; the one the
-model scores best (mean log-probability of its tokens when last drawn) is returned, cut at the
-first pad / EOS. An optional repetition penalty divides, at each position, the probability of every
-token that stands at another position of the same sample, which counters the repeated words of
-parallel decoding. The input's keys and values are computed once per request (it never attends
-to the target), and every input draws from its own generator, so a batch gives the same results
-as each input alone.
+of the masked positions, optionally block by block). N candidates per input run in parallel;
+the one the model scores best (mean log-probability of its tokens when last drawn) is returned,
+cut at the first pad / EOS. An optional repetition penalty divides, at each position, the
+probability of every token that stands at another position of the same sample, which counters
+the repeated words of parallel decoding.
+
+Everything — canvas, draws, sampling, scores and the best-of-N pick — stays on the model's
+device; the host sees one flag per step only when early stopping can end the loop, and the
+result at the end. The input's keys and values are computed once per request (it never attends
+to the target). Every draw is a counter-based uniform keyed by (seed, input, step, candidate,
+position) (:func:`ar2diff.rng.keyed_uniform`), so a batch gives the same draws as each input
+alone, on any device.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ import torch
 
 from ar2diff.data.batching import Example, collate
 from ar2diff.decoding import DEFAULT_CANDIDATES, DEFAULT_STEPS, DEFAULT_TARGET_LENGTH, DEFAULT_TEMPERATURE
-from ar2diff.models.backbone import Backbone
+from ar2diff.models.backbone import Backbone, PrefixState
 from ar2diff.noise.base import NoiseProcess
-from ar2diff.rng import example_generator, prompt_key
+from ar2diff.rng import keyed_uniform, prompt_key
+
+CANVAS, DRAW = 1, 2  # purposes of keyed draws: the initial canvas, the draw of a step
 
 
 @dataclass
@@ -91,44 +98,39 @@ def penalize_repeats(logits: torch.Tensor, current: torch.Tensor, counts: torch.
     return logits - present * math.log(penalty)
 
 
-def _step(backbone: Backbone, state, x: torch.Tensor, cfg: DiffusionSampling, noise: NoiseProcess,
-          gens: list[torch.Generator], active: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
-    """One denoising step: new tokens ``[B*N, L]`` and their log-probabilities (at tau = 1).
+def _step(backbone: Backbone, state: PrefixState, x: torch.Tensor, u: torch.Tensor,
+          cfg: DiffusionSampling, noise: NoiseProcess) -> tuple[torch.Tensor, torch.Tensor]:
+    """One denoising step: tokens drawn at every position ``[R, L]`` (from the uniforms ``u``)
+    and their log-probabilities (at tau = 1).
 
     The output projection runs in chunks of positions so that at most ``LOGITS_BUDGET`` logits
-    exist at once; inputs that are no longer active keep their tokens.
+    exist at once.
     """
-    n, length = cfg.candidates, x.shape[1]
     if backbone.is_encoder_decoder:  # its decoder returns logits already
         hidden, head = backbone.logits_from_prefix(state, x, cfg.layout, cfg.shift), None
     else:
         hidden = backbone.hidden_from_prefix(state, x, cfg.layout, cfg.shift)
         head = backbone.head
-    chunk = max(1, LOGITS_BUDGET // (n * backbone.vocab_size))
-    new, logp = x.clone(), torch.zeros(x.shape)
-    for i, gen in enumerate(gens):
-        if not active[i]:
-            continue
-        rows = slice(i * n, (i + 1) * n)
-        u = torch.rand((n, length), generator=gen)
-        penalize = cfg.repetition_penalty != 1
-        if penalize:  # token counts of each sample (x lives on the CPU)
-            counts = torch.zeros((n, backbone.vocab_size), dtype=torch.long)
-            counts.scatter_add_(1, x[rows], torch.ones((n, length), dtype=torch.long))
-        for lo in range(0, length, chunk):
-            part = hidden[rows, lo:lo + chunk]
-            logits = (part if head is None else head(part)).float().cpu()
-            if noise.banned_ids:
-                logits[..., list(noise.banned_ids)] = -math.inf
-            if penalize:
-                logits = penalize_repeats(logits, x[rows, lo:lo + chunk], counts,
-                                          cfg.repetition_penalty)
-            tokens = _draw(logits, cfg.temperature, u[:, lo:lo + chunk])
-            new[rows, lo:lo + chunk] = tokens
-            logp[rows, lo:lo + chunk] = (
-                logits.gather(-1, tokens[..., None])[..., 0] - logits.logsumexp(-1)
-            )
-    return new, logp
+    rows, length = x.shape
+    vocab = backbone.vocab_size
+    chunk = max(1, LOGITS_BUDGET // (rows * vocab))
+    penalize = cfg.repetition_penalty != 1
+    if penalize:  # token counts of each sample
+        counts = torch.zeros((rows, vocab), dtype=torch.long, device=x.device)
+        counts.scatter_add_(1, x, torch.ones_like(x))
+    drawn, logp = torch.empty_like(x), torch.empty(x.shape, device=x.device)
+    banned = list(noise.banned_ids)
+    for lo in range(0, length, chunk):
+        part = hidden[:, lo:lo + chunk]
+        logits = (part if head is None else head(part)).float()
+        if banned:
+            logits[..., banned] = -math.inf
+        if penalize:
+            logits = penalize_repeats(logits, x[:, lo:lo + chunk], counts, cfg.repetition_penalty)
+        tokens = _draw(logits, cfg.temperature, u[:, lo:lo + chunk])
+        drawn[:, lo:lo + chunk] = tokens
+        logp[:, lo:lo + chunk] = logits.gather(-1, tokens[..., None])[..., 0] - logits.logsumexp(-1)
+    return drawn, logp
 
 
 def cut(tokens: list[int], stop_ids: set[int]) -> list[int]:
@@ -153,38 +155,41 @@ def diffusion_generate(
     The score of a sample is the mean log-probability of its tokens under the logits of the
     step that produced them.
     """
-    n, length = cfg.candidates, cfg.target_length
+    n, length, device = cfg.candidates, cfg.target_length, backbone.device
     batch = collate([Example(tuple(x), ()) for x in inputs], pad_id)
     state = backbone.encode_prefix(batch.input_ids, batch.input_mask, cfg.layout)
     state = state.repeat_interleave(n)
-    gens = [example_generator(cfg.seed, prompt_key(x)) for x in inputs]
-    x = torch.cat([noise.initial_canvas(n, length, g) for g in gens])
-    logp = torch.zeros(x.shape)
-    active = [True] * len(inputs)
-    steps_run = [0] * len(inputs)
-    for step in noise.schedule(cfg.steps, length, cfg.block_length):
-        new, new_logp = _step(backbone, state, x, cfg, noise, gens, active)
-        for i in range(len(inputs)):
-            if not active[i]:
-                continue
-            rows = slice(i * n, (i + 1) * n)
-            steps_run[i] += 1
-            new[rows], new_logp[rows] = noise.update(x[rows], new[rows], new_logp[rows],
-                                                     logp[rows], step)
-            active[i] = not noise.finished(x[rows], new[rows], cfg.early_stop)
-            logp[rows] = new_logp[rows]
-        x = new
-        if not any(active):
-            break
-    return [_best(x[i * n:(i + 1) * n], logp[i * n:(i + 1) * n], steps_run[i], {pad_id, eos_id})
-            for i in range(len(inputs))]
+    keys = torch.tensor([prompt_key(x) for x in inputs], device=device)[:, None, None]
+    cand = torch.arange(n, device=device)[None, :, None]
+    pos = torch.arange(length, device=device)[None, None, :]
+    x = noise.initial_canvas(keyed_uniform(cfg.seed, keys, CANVAS, 0, cand, pos)).flatten(0, 1)
+    logp = torch.zeros(x.shape, device=device)
+    active = torch.ones(len(inputs), dtype=torch.bool, device=device)
+    steps_run = torch.zeros(len(inputs), dtype=torch.long, device=device)
+    for s, step in enumerate(noise.schedule(cfg.steps, length, cfg.block_length)):
+        u = keyed_uniform(cfg.seed, keys, DRAW, s, cand, pos).flatten(0, 1)
+        drawn, drawn_logp = _step(backbone, state, x, u, cfg, noise)
+        new, new_logp = noise.update(x, drawn, drawn_logp, logp, step)
+        rows = active.repeat_interleave(n)[:, None]
+        new, new_logp = torch.where(rows, new, x), torch.where(rows, new_logp, logp)
+        steps_run += active
+        done = noise.finished(x.view(-1, n, length), new.view(-1, n, length), cfg.early_stop)
+        x, logp = new, new_logp
+        if done is not None:
+            active &= ~done
+            if not bool(active.any()):  # the one host round trip, only when inputs may stop
+                break
+    return _results(x.view(-1, n, length), logp.view(-1, n, length), steps_run, {pad_id, eos_id})
 
 
-def _best(rows: torch.Tensor, logp: torch.Tensor, steps: int, stop: set[int]) -> DiffusionResult:
-    """The candidate with the highest mean log-probability, and all of them, cut at a stop."""
+def _results(x: torch.Tensor, logp: torch.Tensor, steps: torch.Tensor,
+             stop: set[int]) -> list[DiffusionResult]:
+    """Per input: the candidate with the highest mean log-probability, and all of them."""
     scores = logp.mean(-1)
-    best = int(scores.argmax())
-    return DiffusionResult(
-        tokens=cut(rows[best].tolist(), stop), score=float(scores[best]),
-        all_samples=[cut(r.tolist(), stop) for r in rows], all_scores=scores.tolist(), steps=steps,
-    )
+    best = scores.argmax(-1)
+    x, scores, best, steps = x.cpu(), scores.cpu(), best.cpu(), steps.cpu()
+    return [DiffusionResult(
+        tokens=cut(x[i, int(best[i])].tolist(), stop), score=float(scores[i, best[i]]),
+        all_samples=[cut(r.tolist(), stop) for r in x[i]], all_scores=scores[i].tolist(),
+        steps=int(steps[i]),
+    ) for i in range(len(x))]

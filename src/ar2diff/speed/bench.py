@@ -18,18 +18,32 @@ from pathlib import Path
 import torch
 
 from ar2diff.atomic import write_json_atomic
+from ar2diff.decoding import DEFAULT_STEPS
+from ar2diff.devices import resolve_device, synchronize
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """Measured matrix-multiply throughput in FLOP/s (best of ``repeats``)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5,
+                device: torch.device | None = None) -> float:
+    """Measured matrix-multiply throughput in FLOP/s on ``device`` (best of ``repeats``)."""
+    device = device or torch.device("cpu")
+    if device.type == "cuda":
+        n *= 4  # a GPU needs a larger product to reach its peak
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
     torch.matmul(a, b)
     best = float("inf")
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         torch.matmul(a, b)
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
+
+
+def _peaks(device: torch.device) -> dict:
+    return {"device": str(device), "bf16_flops": matmul_peak(torch.bfloat16, device=device),
+            "fp32_flops": matmul_peak(torch.float32, device=device)}
 
 
 def machine_info() -> dict:
@@ -50,23 +64,29 @@ def run_case(case: dict) -> dict:
     return {**result, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
+DECODE_METHODS = ("hf_generate", "ar_greedy", "diffusion_n1", "diffusion_n8", "forward_floor")
+
+
 def decode_bench(models: list[str], lengths: list[int], out: Path, prompt_tokens: int = 64,
-                 dtype: str = "bfloat16") -> dict:
-    """ar2diff AR greedy vs transformers generate vs ar2diff diffusion (T=10, N=1 and 8)."""
-    peaks = {"bf16_flops": matmul_peak(torch.bfloat16), "fp32_flops": matmul_peak(torch.float32)}
+                 dtype: str = "bfloat16", device: str = "auto") -> dict:
+    """ar2diff AR greedy vs transformers generate vs ar2diff diffusion (T=10, N=1 and 8), and
+    the floor of diffusion: 10 bare forward passes over prompt + output, measured alike."""
+    where = resolve_device(device)
+    peaks = _peaks(where)
     rows = []
     for model in models:
         for length in lengths:
-            for method in ("hf_generate", "ar_greedy", "diffusion_n1", "diffusion_n8"):
+            for method in DECODE_METHODS:
                 case = {"kind": "decode", "model": model, "method": method, "length": length,
-                        "prompt_tokens": prompt_tokens, "dtype": dtype}
+                        "prompt_tokens": prompt_tokens, "dtype": dtype, "device": str(where)}
                 row = run_case(case)
                 if method.startswith("diffusion") and "params" in row:
-                    flops = 10 * 2 * row["params"] * (prompt_tokens + length)
+                    flops = DEFAULT_STEPS * 2 * row["params"] * (prompt_tokens + length)
                     row["compute_limit_s"] = flops / peaks["bf16_flops"]
                     row["vs_compute_limit"] = row["seconds"] / row["compute_limit_s"]
                 rows.append(row)
                 print(_fmt(row), flush=True)
+    _floor_ratios(rows)
     _ratios(rows)
     result = {"benchmark": "decode", "machine": machine_info(), "peaks": peaks, "results": rows}
     write_json_atomic(out, result)
@@ -98,6 +118,16 @@ def plot_decode(json_path: Path, png_path: Path) -> None:
     plt.close(fig)
 
 
+def _floor_ratios(rows: list[dict]) -> None:
+    """Diffusion time over the bare-forward floor measured at the same model and length."""
+    floor = {(r["model"], r["length"]): r for r in rows
+             if r.get("method") == "forward_floor" and "seconds" in r}
+    for r in rows:
+        ref = floor.get((r["model"], r["length"]))
+        if ref and r.get("method", "").startswith("diffusion") and "seconds" in r:
+            r["vs_forward_floor"] = r["seconds"] / ref["seconds"]
+
+
 def _ratios(rows: list[dict]) -> None:
     """Speed of each method relative to transformers' generate at the same model and length."""
     base = {(r["model"], r["length"]): r for r in rows if r.get("method") == "hf_generate"}
@@ -117,17 +147,18 @@ def _fmt(row: dict) -> str:
 
 
 def train_bench(models: list[str], out: Path, seq_len: int = 512, batch: int = 8,
-                steps: int = 3, micro: int = 2) -> dict:
+                steps: int = 3, micro: int = 2, device: str = "auto") -> dict:
     """Training tokens/s, model-FLOPs utilisation and peak memory: ar2diff vs plain HF eager.
 
     The HF baseline runs the whole batch at once; ar2diff accumulates gradients over micro
     batches of ``micro`` examples (the same update, less memory).
     """
-    peaks = {"bf16_flops": matmul_peak(torch.bfloat16), "fp32_flops": matmul_peak(torch.float32)}
+    where = resolve_device(device)
+    peaks = _peaks(where)
     rows = []
     for model in models:
         for method in ("hf_eager_ar", "ar2diff_ar", "ar2diff_diffusion_l12"):
-            row = run_case({"kind": "train", "model": model, "method": method,
+            row = run_case({"kind": "train", "model": model, "method": method, "device": str(where),
                             "seq_len": seq_len, "batch": batch, "steps": steps,
                             "micro": None if method.startswith("hf") else micro})
             if "flops_per_step" in row:

@@ -25,6 +25,7 @@ from ar2diff.atomic import write_json_atomic
 from ar2diff.config import RunConfig, save_config
 from ar2diff.data.batching import Batch, collate
 from ar2diff.data.sources import HELD_OUT, ExampleSource
+from ar2diff.devices import resolve_device
 from ar2diff.errors import Ar2DiffError
 from ar2diff.losses.ar import ar_loss
 from ar2diff.models.attention import diffusion_layout
@@ -83,15 +84,6 @@ def objective_loss(backbone: Backbone, batch: Batch, indices: list[int], config:
         anneal = ((step + 1) / (o.anneal_steps + 1),
                   example_generator(seed, indices[0], STREAM_ANNEAL))
     return noise.loss(backbone, batch, gens, o.shift, diffusion_layout(o.input_attention), anneal)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → this process's GPU when CUDA is available (its local rank), else the CPU."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
 
 
 def autocast(config: RunConfig):
