@@ -11,10 +11,10 @@ the repeated words of parallel decoding.
 
 Everything — canvas, draws, sampling, scores and the best-of-N pick — stays on the model's
 device; the host sees one flag per step only when early stopping can end the loop, and the
-result at the end. The input's keys and values are computed once per request (it never attends
-to the target). Every draw is a counter-based uniform keyed by (seed, input, step, candidate,
-position) (:func:`ar2diff.rng.keyed_uniform`), so a batch gives the same draws as each input
-alone, on any device.
+result at the end. The input's keys and values are computed once (it never attends to the
+target). Every draw is a counter-based uniform keyed by (seed, input, step, candidate,
+position) (:func:`ar2diff.rng.keyed_uniform`), and every input runs in forward passes of its
+own, so a request gives each input the same result as that input alone, in every dtype.
 """
 
 from __future__ import annotations
@@ -153,43 +153,45 @@ def diffusion_generate(
     """Denoise ``cfg.candidates`` targets per input along ``noise``'s schedule; best per input.
 
     The score of a sample is the mean log-probability of its tokens under the logits of the
-    step that produced them.
+    step that produced them. Each input runs in its own forward passes (its N candidates
+    together): the tensor shapes, and so the arithmetic, never depend on the other inputs of a
+    request. Batching inputs would pad their prompt caches to a common width, which changes
+    the rounding of attention and, in bfloat16, the tokens drawn (``docs/speed.md``).
     """
+    return [_denoise(backbone, x, cfg, noise, pad_id, eos_id) for x in inputs]
+
+
+def _denoise(backbone: Backbone, prompt: Sequence[int], cfg: DiffusionSampling,
+             noise: NoiseProcess, pad_id: int, eos_id: int) -> DiffusionResult:
+    """The N candidates of one input, denoised on the model's device."""
     n, length, device = cfg.candidates, cfg.target_length, backbone.device
-    batch = collate([Example(tuple(x), ()) for x in inputs], pad_id)
+    batch = collate([Example(tuple(prompt), ())], pad_id)
     state = backbone.encode_prefix(batch.input_ids, batch.input_mask, cfg.layout)
     state = state.repeat_interleave(n)
-    keys = torch.tensor([prompt_key(x) for x in inputs], device=device)[:, None, None]
-    cand = torch.arange(n, device=device)[None, :, None]
-    pos = torch.arange(length, device=device)[None, None, :]
-    x = noise.initial_canvas(keyed_uniform(cfg.seed, keys, CANVAS, 0, cand, pos)).flatten(0, 1)
+    key = prompt_key(prompt)
+    cand = torch.arange(n, device=device)[:, None]
+    pos = torch.arange(length, device=device)[None, :]
+    x = noise.initial_canvas(keyed_uniform(cfg.seed, key, CANVAS, 0, cand, pos))
     logp = torch.zeros(x.shape, device=device)
-    active = torch.ones(len(inputs), dtype=torch.bool, device=device)
-    steps_run = torch.zeros(len(inputs), dtype=torch.long, device=device)
+    steps = 0
     for s, step in enumerate(noise.schedule(cfg.steps, length, cfg.block_length)):
-        u = keyed_uniform(cfg.seed, keys, DRAW, s, cand, pos).flatten(0, 1)
+        u = keyed_uniform(cfg.seed, key, DRAW, s, cand, pos)
         drawn, drawn_logp = _step(backbone, state, x, u, cfg, noise)
-        new, new_logp = noise.update(x, drawn, drawn_logp, logp, step)
-        rows = active.repeat_interleave(n)[:, None]
-        new, new_logp = torch.where(rows, new, x), torch.where(rows, new_logp, logp)
-        steps_run += active
-        done = noise.finished(x.view(-1, n, length), new.view(-1, n, length), cfg.early_stop)
-        x, logp = new, new_logp
-        if done is not None:
-            active &= ~done
-            if not bool(active.any()):  # the one host round trip, only when inputs may stop
-                break
-    return _results(x.view(-1, n, length), logp.view(-1, n, length), steps_run, {pad_id, eos_id})
+        new, logp = noise.update(x, drawn, drawn_logp, logp, step)
+        steps += 1
+        done = noise.finished(x[None], new[None], cfg.early_stop)
+        x = new
+        if done is not None and bool(done[0]):  # the one host round trip, only when it may stop
+            break
+    return _result(x, logp, steps, {pad_id, eos_id})
 
 
-def _results(x: torch.Tensor, logp: torch.Tensor, steps: torch.Tensor,
-             stop: set[int]) -> list[DiffusionResult]:
-    """Per input: the candidate with the highest mean log-probability, and all of them."""
+def _result(x: torch.Tensor, logp: torch.Tensor, steps: int, stop: set[int]) -> DiffusionResult:
+    """The candidate with the highest mean log-probability, and all of them."""
     scores = logp.mean(-1)
-    best = scores.argmax(-1)
-    x, scores, best, steps = x.cpu(), scores.cpu(), best.cpu(), steps.cpu()
-    return [DiffusionResult(
-        tokens=cut(x[i, int(best[i])].tolist(), stop), score=float(scores[i, best[i]]),
-        all_samples=[cut(r.tolist(), stop) for r in x[i]], all_scores=scores[i].tolist(),
-        steps=int(steps[i]),
-    ) for i in range(len(x))]
+    best = scores.argmax()
+    x, scores, best = x.cpu(), scores.cpu(), int(best.cpu())
+    return DiffusionResult(
+        tokens=cut(x[best].tolist(), stop), score=float(scores[best]),
+        all_samples=[cut(r.tolist(), stop) for r in x], all_scores=scores.tolist(), steps=steps,
+    )
