@@ -3,6 +3,11 @@
 Inputs of different lengths are left-padded; padding is masked and does not shift positions, so
 a batch decodes the same tokens as each input alone. Every sequence stops at EOS. Sampling draws
 from one generator per (input, sample index), so results do not depend on batching.
+
+Greedy decoding and sampling of the decoder-only families :mod:`ar2diff.sampling.fast_ar` knows
+(Llama, Qwen2, Mistral, GPT-2) take its fast path (static KV cache, lean one-token step); other
+models, and beam search, run :class:`_IncrementalDecoder` (the model's own forward, one call per
+token, with a growing cache).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from ar2diff.models.attention import INPUT, PAD, TARGET, allowed_keys, position_ids
 from ar2diff.models.backbone import Backbone
 from ar2diff.rng import example_generator, prompt_key
+from ar2diff.sampling.fast_ar import fast_decoder, left_pad
 
 
 @dataclass
@@ -32,6 +38,8 @@ class ARSampling:
     completions: int = 1
     seed: int = 0
     layout: str = "causal"  # attention layout over the input: causal | prefix
+    fast: bool = True  # the fast path (greedy / sample) where it applies
+    compile: bool | None = None  # torch.compile the fast step; None: on CUDA only
 
 
 class _IncrementalDecoder:
@@ -41,14 +49,7 @@ class _IncrementalDecoder:
                  layout: str):
         self.bb = backbone
         self.layout = layout
-        width = max(1, max(len(x) for x in inputs))
-        ids = torch.full((len(inputs), width), pad_id, dtype=torch.long)
-        valid = torch.zeros_like(ids, dtype=torch.bool)
-        for i, x in enumerate(inputs):
-            if len(x):
-                ids[i, width - len(x):] = torch.tensor(list(x))
-                valid[i, width - len(x):] = True
-        self.ids, self.valid = ids.to(backbone.device), valid.to(backbone.device)
+        self.ids, self.valid = left_pad(inputs, pad_id, backbone.device)
 
     @torch.no_grad()
     def start(self) -> torch.Tensor:
@@ -112,9 +113,8 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
 
 
-def _choose(logits: torch.Tensor, cfg: ARSampling, gens: list[torch.Generator]) -> torch.Tensor:
-    if cfg.strategy == "greedy" or cfg.temperature == 0:
-        return logits.argmax(-1)
+def _sample(logits: torch.Tensor, cfg: ARSampling, gens: list[torch.Generator]) -> torch.Tensor:
+    """One draw per row (CPU logits ``[B, V]``), each from its own generator."""
     probs = _top_p_filter(logits / cfg.temperature, cfg.top_p).softmax(-1)
     return torch.cat([torch.multinomial(p[None], 1, generator=g)[0] for p, g in zip(probs, gens,
                                                                                      strict=True)])
@@ -131,18 +131,27 @@ def ar_generate(backbone: Backbone, inputs: Sequence[Sequence[int]], cfg: ARSamp
     n = cfg.completions
     rows = [x for x in inputs for _ in range(n)]
     gens = [example_generator(cfg.seed, prompt_key(x), k) for x in inputs for k in range(n)]
-    dec = _IncrementalDecoder(backbone, rows, pad_id, cfg.layout)
+    dec = (fast_decoder(backbone, rows, pad_id, cfg.layout, cfg.max_new_tokens, cfg.compile)
+           if cfg.fast and cfg.max_new_tokens > 0 else None)
+    if dec is None:
+        dec = _IncrementalDecoder(backbone, rows, pad_id, cfg.layout)
     logits = dec.start()
-    out = torch.zeros((len(rows), 0), dtype=torch.long)
-    done = torch.zeros(len(rows), dtype=torch.bool)
+    device = logits.device
+    greedy = cfg.strategy == "greedy" or cfg.temperature == 0
+    out = torch.full((len(rows), max(cfg.max_new_tokens, 0)), pad_id, dtype=torch.long,
+                     device=device)
+    done = torch.zeros(len(rows), dtype=torch.bool, device=device)
     for t in range(cfg.max_new_tokens):
-        tok = torch.where(done, pad_id, _choose(logits, cfg, gens))
-        out = torch.cat([out, tok[:, None]], dim=1)
+        # greedy picks on the device; sampling draws on the CPU from the per-row generators
+        tok = (logits.argmax(-1) if greedy
+               else _sample(logits.float().cpu(), cfg, gens).to(device))
+        tok = torch.where(done, pad_id, tok)
+        out[:, t] = tok
         done |= tok == eos_id
         if bool(done.all()) or t + 1 == cfg.max_new_tokens:
             break
         logits = dec.step(tok[:, None])
-    seqs = [_until_eos(row.tolist(), eos_id) for row in out]
+    seqs = [_until_eos(row.tolist(), eos_id) for row in out.cpu()]
     return [seqs[i * n:(i + 1) * n] for i in range(len(inputs))]
 
 
