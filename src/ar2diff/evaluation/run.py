@@ -59,8 +59,9 @@ def evaluate_model(
     examples = load_task(task, split, data, limit)
     gen = model if isinstance(model, TextGenerator) else TextGenerator.load(str(model), dtype,
                                                                            device)
-    mode = gen.mode(opts or DecodeOptions())
-    opts = evaluation_options(opts or DecodeOptions(), mode, ks)
+    opts = opts or DecodeOptions()
+    mode = gen.mode(opts)
+    opts = evaluation_options(opts, mode, ks)
     start = time.perf_counter()
     results = evaluate_task(examples, lambda prompts, n: gen.generate(prompts, opts), task,
                             num_samples=opts.completions, ks=ks, batch_size=batch_size,

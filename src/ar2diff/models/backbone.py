@@ -135,7 +135,8 @@ class Backbone(nn.Module):
 
     @torch.no_grad()
     def encode_prefix(self, input_ids: torch.Tensor, input_mask: torch.Tensor, layout: str) -> PrefixState:
-        """Run the input once; targets attend to it through :meth:`logits_from_prefix`."""
+        """Run the input (left- or right-padded) once; targets attend to it through
+        :meth:`logits_from_prefix`, AR decoding through the cache it returns."""
         input_ids, input_mask = input_ids.to(self.device), input_mask.to(self.device)
         if self.is_encoder_decoder:
             enc = self.model.get_encoder()(input_ids=input_ids, attention_mask=input_mask.long())
@@ -146,7 +147,8 @@ class Backbone(nn.Module):
         out = self.model.base_model(input_ids=input_ids, attention_mask=mask,
                                     position_ids=position_ids(roles), cache=cache,
                                     use_cache=True)
-        last = (input_mask.sum(1) - 1).clamp(min=0)
+        cols = torch.arange(input_mask.shape[1], device=self.device)
+        last = torch.where(input_mask, cols, 0).max(1).values  # last input column, either padding
         last_hidden = out.last_hidden_state[torch.arange(len(last), device=self.device), last]
         return PrefixState(input_mask=input_mask, cache=cache, roles=roles, last_hidden=last_hidden)
 

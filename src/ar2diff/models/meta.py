@@ -61,9 +61,9 @@ class ModelMeta:
         return cls(**kwargs)
 
     @classmethod
-    def pretrained(cls, spec: str, vocab: int, encoder_decoder: bool = False) -> ModelMeta:
-        """A plain pretrained LM (not written by ar2diff): AR, causal, shifted."""
-        return cls(noise_vocab=vocab, source=spec, encoder_decoder=encoder_decoder)
+    def pretrained(cls, spec: str, vocab: int) -> ModelMeta:
+        """A plain pretrained causal LM (not written by ar2diff): AR, causal, shifted."""
+        return cls(noise_vocab=vocab, source=spec)
 
     def for_run(self, config: RunConfig) -> ModelMeta:
         """What a model trained by ``config`` is, starting from this one."""

@@ -74,6 +74,7 @@ class NoiseProcess(ABC):
 
     def finished(self, before: torch.Tensor, after: torch.Tensor,
                  early_stop: bool) -> torch.Tensor | None:
-        """For canvases ``[B, N, L]`` of B inputs: which inputs need no further step (a bool
-        tensor ``[B]``), or None when no input can finish before the schedule ends."""
+        """For one input's canvases ``[N, L]`` before and after a step: whether it needs no
+        further step (a bool tensor on the device), or None when it cannot finish before the
+        schedule ends."""
         return None

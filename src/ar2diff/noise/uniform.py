@@ -57,5 +57,5 @@ class UniformNoise(NoiseProcess):
 
     def finished(self, before: torch.Tensor, after: torch.Tensor,
                  early_stop: bool) -> torch.Tensor | None:
-        """With ``early_stop``: the inputs whose step left all their candidates unchanged."""
-        return (before == after).flatten(1).all(1) if early_stop else None
+        """With ``early_stop``: whether the step left all the candidates unchanged."""
+        return (before == after).all() if early_stop else None

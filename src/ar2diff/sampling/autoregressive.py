@@ -19,7 +19,7 @@ import torch
 from transformers import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
-from ar2diff.models.attention import INPUT, PAD, TARGET, allowed_keys, position_ids
+from ar2diff.models.attention import PAD, TARGET, position_ids
 from ar2diff.models.backbone import Backbone
 from ar2diff.rng import example_generator, prompt_key
 from ar2diff.sampling.fast_ar import fast_decoder, left_pad
@@ -61,15 +61,10 @@ class _IncrementalDecoder:
             self.cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
             start = torch.full((len(self.ids), 1), model.config.decoder_start_token_id)
             return self.step(start)
-        self.roles = torch.where(self.valid, INPUT, PAD)
-        self.cache = DynamicCache(config=model.config)
-        mask = self.bb.attention_mask(allowed_keys(self.roles, self.roles, self.layout))
-        positions = position_ids(self.roles)
-        self.next_pos = positions[:, -1:] + 1
-        hidden = model.base_model(input_ids=self.ids, attention_mask=mask,
-                                  position_ids=positions, cache=self.cache,
-                                  use_cache=True).last_hidden_state
-        return self.bb.head(hidden[:, -1]).float().cpu()
+        state = self.bb.encode_prefix(self.ids, self.valid, self.layout)
+        self.roles, self.cache = state.roles, state.cache
+        self.next_pos = position_ids(self.roles)[:, -1:] + 1
+        return self.bb.head(state.last_hidden).float().cpu()
 
     @torch.no_grad()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -179,9 +179,9 @@ def _denoise(backbone: Backbone, prompt: Sequence[int], cfg: DiffusionSampling,
         drawn, drawn_logp = _step(backbone, state, x, u, cfg, noise)
         new, logp = noise.update(x, drawn, drawn_logp, logp, step)
         steps += 1
-        done = noise.finished(x[None], new[None], cfg.early_stop)
+        done = noise.finished(x, new, cfg.early_stop)
         x = new
-        if done is not None and bool(done[0]):  # the one host round trip, only when it may stop
+        if done is not None and bool(done):  # the one host round trip, only when it may stop
             break
     return _result(x, logp, steps, {pad_id, eos_id})
 

@@ -35,9 +35,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import DynamicCache
 
-from ar2diff.models.attention import INPUT, PAD, allowed_keys, position_ids
+from ar2diff.models.attention import position_ids
 from ar2diff.models.backbone import Backbone
 from ar2diff.sampling.packed_linear import PackedLinear, Projections, linear, packing_works
 
@@ -246,14 +245,9 @@ class FastDecoder:
     @torch.no_grad()
     def start(self) -> torch.Tensor:
         """Run the prompts through the model's own forward; next-token logits ``[B, V]``."""
-        model, lean = self.bb.model, self.lean
-        roles = torch.where(self.valid, INPUT, PAD)
-        cache = DynamicCache(config=model.config)
-        mask = self.bb.attention_mask(allowed_keys(roles, roles, self.layout))
-        positions = position_ids(roles)
-        hidden = model.base_model(input_ids=self.ids, attention_mask=mask, position_ids=positions,
-                                  cache=cache, use_cache=True).last_hidden_state
-        layers = cache.layers[: lean.n_layers]
+        lean = self.lean
+        state = self.bb.encode_prefix(self.ids, self.valid, self.layout)
+        layers = state.cache.layers[: lean.n_layers]
         shape = (len(self.ids), lean.kv_heads, self.length, lean.head_dim)
         self.keys, self.values, self.mask = self._buffers(shape, layers[0].keys.dtype)
         for keys, values, layer in zip(self.keys, self.values, layers, strict=True):
@@ -261,10 +255,10 @@ class FastDecoder:
             values[:, :, : self.width] = layer.values
         self.mask[:, 0, 0, : self.width] = self.valid
         self.tables = lean.tables(self.length + 1, self.bb.device)
-        self.pos = positions[:, -1] + 1  # [B]: each row's next position (padding not counted)
+        self.pos = position_ids(state.roles)[:, -1] + 1  # [B]: next positions (padding not counted)
         self.t = self.width  # the cache column of the next token
         self._t = torch.tensor([self.t], device=self.bb.device)
-        return lean.head(hidden[:, -1])
+        return lean.head(state.last_hidden)
 
     def _buffers(self, shape: tuple[int, ...], dtype: torch.dtype):
         """Keys and values per layer, and the key mask ``[B, 1, 1, L]``."""
