@@ -260,3 +260,14 @@ def test_bfloat16_diffusion_does_not_depend_on_the_batch(noise):
     assert [r.all_samples for r in together] == [r.all_samples for r in alone]
     assert [r.all_samples for r in halves] == [r.all_samples for r in alone]
     assert [r.all_scores for r in together] == [r.all_scores for r in alone]
+
+
+def test_step_hook_sees_every_canvas_and_the_last_is_the_result():
+    bb = Backbone(tiny_model("llama"))
+    cfg = DiffusionSampling(steps=4, candidates=2, target_length=6, temperature=0.5)
+    seen: list[tuple[int, int, torch.Tensor]] = []
+    res = diffusion_generate(bb, PROMPTS[:2], cfg, MaskNoise(39), PAD, EOS,
+                             on_step=lambda i, s, c: seen.append((i, s, c.clone())))
+    assert [(i, s) for i, s, _ in seen] == [(i, s) for i in range(2) for s in range(4)]
+    assert [int((c == 39).sum()) for i, s, c in seen if i == 0] == [8, 4, 2, 0]
+    assert res == diffusion_generate(bb, PROMPTS[:2], cfg, MaskNoise(39), PAD, EOS)

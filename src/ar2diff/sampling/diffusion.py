@@ -20,7 +20,7 @@ own, so a request gives each input the same result as that input alone, in every
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -68,6 +68,9 @@ class DiffusionResult:
     all_scores: list[float]
     steps: int
 
+
+StepHook = Callable[[int, int, torch.Tensor], None]
+"""Called after every denoising step with (input index, step index, canvas ``[N, L]``)."""
 
 LOGITS_BUDGET = 1 << 24  # floats of logits held at once (64 MB in fp32)
 
@@ -149,6 +152,7 @@ def diffusion_generate(
     noise: NoiseProcess,
     pad_id: int,
     eos_id: int,
+    on_step: StepHook | None = None,
 ) -> list[DiffusionResult]:
     """Denoise ``cfg.candidates`` targets per input along ``noise``'s schedule; best per input.
 
@@ -157,12 +161,16 @@ def diffusion_generate(
     together): the tensor shapes, and so the arithmetic, never depend on the other inputs of a
     request. Batching inputs would pad their prompt caches to a common width, which changes
     the rounding of attention and, in bfloat16, the tokens drawn (``docs/speed.md``).
+    ``on_step`` sees the canvas after every step (it costs a host read per step when given).
     """
-    return [_denoise(backbone, x, cfg, noise, pad_id, eos_id) for x in inputs]
+    return [_denoise(backbone, x, cfg, noise, pad_id, eos_id,
+                     None if on_step is None else (lambda s, c, i=i: on_step(i, s, c)))
+            for i, x in enumerate(inputs)]
 
 
 def _denoise(backbone: Backbone, prompt: Sequence[int], cfg: DiffusionSampling,
-             noise: NoiseProcess, pad_id: int, eos_id: int) -> DiffusionResult:
+             noise: NoiseProcess, pad_id: int, eos_id: int,
+             on_step: Callable[[int, torch.Tensor], None] | None = None) -> DiffusionResult:
     """The N candidates of one input, denoised on the model's device."""
     n, length, device = cfg.candidates, cfg.target_length, backbone.device
     batch = collate([Example(tuple(prompt), ())], pad_id)
@@ -181,6 +189,8 @@ def _denoise(backbone: Backbone, prompt: Sequence[int], cfg: DiffusionSampling,
         steps += 1
         done = noise.finished(x, new, cfg.early_stop)
         x = new
+        if on_step is not None:
+            on_step(s, x)
         if done is not None and bool(done):  # the one host round trip, only when it may stop
             break
     return _result(x, logp, steps, {pad_id, eos_id})
