@@ -7,6 +7,7 @@ import torch
 from conftest import DECODER_ARCHS, tiny_model
 
 from ar2diff.models.backbone import Backbone
+from ar2diff.noise.base import StepRule
 from ar2diff.noise.mask import MaskNoise, reveal, reveal_plan
 from ar2diff.noise.uniform import UniformNoise
 from ar2diff.sampling.autoregressive import ARSampling, ar_generate
@@ -201,18 +202,43 @@ def test_reveal_keeps_the_most_confident_masked_positions():
     x = torch.tensor([[9, 5, 9, 9]])  # mask id 9; position 1 already revealed
     drawn = torch.tensor([[1, 2, 3, 4]])
     drawn_logp = torch.tensor([[-0.5, 0.0, -2.0, -0.1]])
-    new, logp = reveal(x, drawn, drawn_logp, torch.zeros(1, 4), 9, (0, 4, 2))
+    new, logp = reveal(x, drawn, drawn_logp, drawn_logp, torch.zeros(1, 4), 9, (0, 4, 2))
     assert new.tolist() == [[1, 5, 9, 4]]  # ceil(3 / 2) = 2 positions: the two most confident
     assert logp[0].tolist() == pytest.approx([-0.5, 0.0, 0.0, -0.1])
-    new, _ = reveal(x, drawn, drawn_logp, torch.zeros(1, 4), 9, (0, 3, 2))  # block [0, 3)
+    new, _ = reveal(x, drawn, drawn_logp, drawn_logp, torch.zeros(1, 4), 9, (0, 3, 2))  # [0, 3)
     assert new.tolist() == [[1, 5, 9, 9]]  # ceil(2 / 2) = 1 position, inside the block
 
 
 def test_reveal_plan_shares_steps_over_blocks_left_to_right():
-    assert reveal_plan(6, 3, 0) == [(0, 6, 3), (0, 6, 2), (0, 6, 1)]
-    assert reveal_plan(4, 10, 0) == [(0, 4, 4), (0, 4, 3), (0, 4, 2), (0, 4, 1)]  # ≤ 1 per token
-    assert reveal_plan(7, 5, 3) == [(0, 3, 2), (0, 3, 1), (3, 6, 2), (3, 6, 1), (6, 7, 1)]
+    assert reveal_plan(6, 3, 0) == [(0, 6, 3)]
+    assert reveal_plan(4, 10, 0) == [(0, 4, 4)]  # at most one step per token
+    assert reveal_plan(7, 5, 3) == [(0, 3, 2), (3, 6, 2), (6, 7, 1)]
     assert reveal_plan(6, 2, 2) == [(0, 2, 1), (2, 4, 1), (4, 6, 1)]  # at least one per block
+
+
+def test_threshold_reveals_every_confident_position_and_at_least_one():
+    x = torch.tensor([[9, 9, 9, 9], [9, 9, 9, 9]])
+    drawn = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    p = torch.tensor([[0.95, 0.5, 0.92, 0.1], [0.6, 0.5, 0.4, 0.3]])
+    rule = StepRule(threshold=0.9)
+    new, _ = reveal(x, drawn, p.log(), p.log(), torch.zeros(2, 4), 9, (0, 4, 4), rule)
+    assert new.tolist() == [[1, 9, 3, 9], [5, 9, 9, 9]]  # two pass; none pass: the likeliest
+    # factor rule, f = 1: n = 2 since 3 * (1 - 0.92) < 1 but 4 * (1 - 0.5) >= 1
+    new, _ = reveal(x, drawn, p.log(), p.log(), torch.zeros(2, 4), 9, (0, 4, 4), StepRule(factor=1))
+    assert new.tolist() == [[1, 9, 3, 9], [5, 9, 9, 9]]
+    new, _ = reveal(x, drawn, p.log(), p.log(), torch.zeros(2, 4), 9, (2, 4, 4), rule)
+    assert new.tolist() == [[9, 9, 3, 9], [9, 9, 7, 9]]  # only inside the block [2, 4)
+
+
+def test_an_end_token_settles_the_positions_after_it():
+    x = torch.tensor([[9, 9, 9, 9, 9]])
+    drawn = torch.tensor([[4, 2, 5, 6, 7]])  # EOS = 2 drawn at position 1, most confident
+    lp = torch.tensor([[-1.0, -0.1, -2.0, -2.0, -2.0]])
+    rule = StepRule(end_ids=(0, 2), fill_id=0)
+    new, logp = reveal(x, drawn, lp, lp, torch.zeros(1, 5), 9, (0, 5, 5), rule)
+    assert new.tolist() == [[9, 2, 0, 0, 0]] and logp[0, 2:].tolist() == [0, 0, 0]
+    new, _ = reveal(x, drawn, lp, lp, torch.zeros(1, 5), 9, (0, 5, 5), StepRule())
+    assert new.tolist() == [[9, 2, 9, 9, 9]]
 
 
 def test_cut_at_first_pad_or_eos():
@@ -271,3 +297,56 @@ def test_step_hook_sees_every_canvas_and_the_last_is_the_result():
     assert [(i, s) for i, s, _ in seen] == [(i, s) for i in range(2) for s in range(4)]
     assert [int((c == 39).sum()) for i, s, c in seen if i == 0] == [8, 4, 2, 0]
     assert res == diffusion_generate(bb, PROMPTS[:2], cfg, MaskNoise(39), PAD, EOS)
+
+
+@pytest.mark.parametrize("confidence", ["probability", "margin", "entropy"])
+def test_threshold_decoding_takes_fewer_steps_as_it_loosens_and_stays_batch_independent(confidence):
+    bb = Backbone(tiny_model("gpt2"))
+    with torch.no_grad():  # distinct positions, sharper distributions: confidences spread out
+        bb.model.transformer.wpe.weight *= 10
+        bb.model.lm_head.weight *= 10
+    base = DiffusionSampling(steps=12, candidates=2, target_length=12, temperature=0.0,
+                             confidence=confidence)
+    one = diffusion_generate(bb, PROMPTS, base, MaskNoise(39), PAD, EOS)
+    assert all(r.steps == 12 for r in one)
+    steps = []
+    for threshold in (0.999999, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 1e-6):
+        cfg = DiffusionSampling(**{**base.__dict__, "threshold": threshold})
+        res = diffusion_generate(bb, PROMPTS, cfg, MaskNoise(39), PAD, EOS)
+        alone = [diffusion_generate(bb, [p], cfg, MaskNoise(39), PAD, EOS)[0] for p in PROMPTS]
+        assert [r.all_samples for r in alone] == [r.all_samples for r in res]
+        steps.append(sum(r.steps for r in res))
+        if threshold == 0.999999:  # nothing passes: one (the likeliest) per step, as T = L
+            assert [r.all_samples for r in res] == [r.all_samples for r in one]
+    assert steps == sorted(steps, reverse=True) and steps[0] == 36 and steps[-1] == 3
+    assert any(3 < s < 36 for s in steps)
+
+
+def test_eos_stop_ends_a_sample_at_its_end_token(monkeypatch):
+    bb = Backbone(tiny_model("llama"))
+    cfg = DiffusionSampling(steps=16, candidates=1, target_length=16, temperature=0.0,
+                            eos_stop=True, eos_penalty=1e-3)  # a penalty < 1 makes ends likely
+    plain = diffusion_generate(bb, PROMPTS[:1], DiffusionSampling(
+        **{**cfg.__dict__, "eos_stop": False}), MaskNoise(39), PAD, EOS)[0]
+    calls = _record_fed_targets(bb, monkeypatch)
+    res = diffusion_generate(bb, PROMPTS[:1], cfg, MaskNoise(39), PAD, EOS)[0]
+    assert plain.steps == 16
+    assert res.steps == len(calls) < 16
+    assert EOS in calls[-1].tolist()[0] or PAD in calls[-1].tolist()[0]
+
+
+def test_eos_penalty_delays_the_end():
+    bb = Backbone(tiny_model("llama"))
+    cfg = DiffusionSampling(steps=16, candidates=4, target_length=16, temperature=1.0, seed=5)
+    lengths = {}
+    for penalty in (1.0, 1e6):
+        c = DiffusionSampling(**{**cfg.__dict__, "eos_penalty": penalty})
+        res = diffusion_generate(bb, PROMPTS, c, MaskNoise(39), PAD, EOS)
+        lengths[penalty] = sum(len(s) for r in res for s in r.all_samples)
+    assert lengths[1e6] == 16 * 4 * len(PROMPTS) > lengths[1.0]
+
+
+def test_threshold_needs_masked_noise():
+    bb = Backbone(tiny_model("llama"))
+    with pytest.raises(ValueError, match="masked noise"):
+        diffusion_generate(bb, PROMPTS, DiffusionSampling(threshold=0.9), UniformNoise(40), PAD, EOS)

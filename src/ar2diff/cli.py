@@ -60,6 +60,22 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
     g.add_argument("--block-length", type=int,
                    help="masked diffusion: reveal blocks of this many tokens left to right, "
                         "sharing the T steps (default: the model's, 0 = one block)")
+    g.add_argument("--threshold", type=float,
+                   help="masked diffusion: each step reveals every position at least this "
+                        "confident (at least one), so T no longer applies (default: the model's, "
+                        "0 = the T-step schedule; e.g. 0.9)")
+    g.add_argument("--factor", type=float,
+                   help="masked diffusion: Fast-dLLM's factor rule instead of a threshold "
+                        "(default: the model's, 0 = off; e.g. 1)")
+    g.add_argument("--confidence", choices=["probability", "margin", "entropy"],
+                   help="masked diffusion: what confidence orders and thresholds positions "
+                        "(default: the model's, probability)")
+    g.add_argument("--eos-stop", action=argparse.BooleanOptionalAction, default=None,
+                   help="masked diffusion: a sample ends at its first revealed end token, the "
+                        "positions after it need no steps (default: the model's, on)")
+    g.add_argument("--eos-penalty", type=float,
+                   help="diffusion: > 1 divides the probability of end tokens, against "
+                        "answers that end too early (default: the model's, 1 = off)")
     g.add_argument("--early-stop", action="store_true",
                    help="diffusion: stop once a step changes none of an input's samples")
     g.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
@@ -90,7 +106,9 @@ def decode_options(args: argparse.Namespace) -> DecodeOptions:
         max_new_tokens=args.max_new_tokens, seed=args.seed, strategy=args.strategy,
         top_p=args.top_p, num_beams=args.num_beams, chat=args.chat, early_stop=args.early_stop,
         repetition_penalty=args.repetition_penalty, block_length=args.block_length,
-        candidates=candidates, completions=completions or 1,
+        threshold=args.threshold, factor=args.factor, confidence=args.confidence,
+        eos_stop=args.eos_stop, eos_penalty=args.eos_penalty, candidates=candidates,
+        completions=completions or 1,
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from ar2diff.decoding import DEFAULT_TARGET_LENGTH, DecodingDefaults
+from ar2diff.decoding import DEFAULT_TARGET_LENGTH, DecodingDefaults, check_rules
 from ar2diff.errors import Ar2DiffError
 
 
@@ -69,6 +69,7 @@ class ObjectiveConfig:
     unroll: int = 2  # SUNDAE L(1:unroll); 1 = single pass (uniform noise only)
     shift: bool = False  # diffusion: position i predicts token i+1, as an AR head
     anneal_steps: int = 0  # diffusion: anneal attention from causal to bidirectional over K steps
+    block_size: int = 0  # diffusion: > 0 trains block diffusion (BD3-LM) with blocks of this size
 
 
 @dataclass
@@ -262,14 +263,33 @@ def validate(config: RunConfig) -> None:
         )
     if o.unroll < 1:
         raise Ar2DiffError("objective.unroll must be at least 1 (1 = L(1:1), 2 = L(1:2))")
+    _validate_blocks(config)
     if config.sample.block_length < 0:
         raise Ar2DiffError("sample.block_length must be 0 (one block) or more")
+    sample = config.sample
+    check_rules(sample.threshold, sample.factor, sample.confidence, sample.eos_penalty, "sample.")
     if config.optim.lr <= 0:
         raise Ar2DiffError("optim.lr must be positive")
     if config.data.source == "task" and not config.data.task:
         raise Ar2DiffError("data.source=task needs data.task (e.g. data.task=squad)")
     if config.data.toy_min_len < 1 or config.data.toy_max_len < config.data.toy_min_len:
         raise Ar2DiffError("data.toy_min_len must be ≥ 1 and ≤ data.toy_max_len")
+
+
+def _validate_blocks(config: RunConfig) -> None:
+    """Block diffusion: masked noise, a decoder-only model, no annealing."""
+    o = config.objective
+    if o.block_size < 0:
+        raise Ar2DiffError(f"objective.block_size={o.block_size}: use 0 (off) or a block size")
+    if not o.block_size:
+        return
+    if o.kind != "diffusion" or o.noise != "mask":
+        raise Ar2DiffError("objective.block_size needs objective.kind=diffusion and objective.noise=mask")
+    if o.anneal_steps:
+        raise Ar2DiffError("objective.block_size: block diffusion does not anneal its attention; "
+                           "set objective.anneal_steps=0")
+    if config.model.arch == "t5" and not config.model.pretrained:
+        raise Ar2DiffError("objective.block_size needs a decoder-only model, not model.arch=t5")
 
 
 def save_config(config: RunConfig, path: Path) -> None:

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ar2diff.errors import Ar2DiffError
+
 MODES = ("ar", "diffusion")
+CONFIDENCES = ("probability", "margin", "entropy")
 
 # The paper's diffusion defaults: T = 10 steps, temperature 0.2, N = 8 candidates.
 DEFAULT_STEPS = 10
@@ -39,6 +42,11 @@ class DecodingDefaults:
     max_new_tokens: int = DEFAULT_TARGET_LENGTH
     repetition_penalty: float = 1.0  # diffusion: > 1 discourages tokens repeated in a sample
     block_length: int = 0  # masked diffusion: reveal blocks of this many tokens, left to right
+    threshold: float = 0.0  # masked diffusion: reveal every position this confident (0 = off)
+    factor: float = 0.0  # masked diffusion: Fast-dLLM's factor rule (0 = off)
+    confidence: str = "probability"  # probability | margin | entropy (threshold and order)
+    eos_stop: bool = True  # masked diffusion: a sample ends at its first revealed end token
+    eos_penalty: float = 1.0  # diffusion: > 1 divides the probability of end tokens
 
 
 @dataclass
@@ -59,6 +67,11 @@ class DecodeOptions:
     early_stop: bool = False  # diffusion: stop an input once a step changes none of its samples
     repetition_penalty: float | None = None  # diffusion; default: the model's (1 = off)
     block_length: int | None = None  # masked diffusion; default: the model's (0 = one block)
+    threshold: float | None = None  # masked diffusion; default: the model's (0 = the schedule)
+    factor: float | None = None  # masked diffusion; default: the model's (0 = off)
+    confidence: str | None = None  # default: the model's (probability)
+    eos_stop: bool | None = None  # masked diffusion; default: the model's (on)
+    eos_penalty: float | None = None  # diffusion; default: the model's (1 = off)
 
 
 # Names an earlier release used for DecodeOptions fields (experiment specs may still use them).
@@ -68,3 +81,18 @@ OPTION_ALIASES = {"parallel": "candidates", "num_return": "completions"}
 def decode_options(fields: dict) -> DecodeOptions:
     """DecodeOptions from a mapping, accepting the older field names."""
     return DecodeOptions(**{OPTION_ALIASES.get(k, k): v for k, v in fields.items()})
+
+
+def check_rules(threshold: float, factor: float, confidence: str, eos_penalty: float,
+                where: str = "--") -> None:
+    """Refuse confidence-rule settings that mean nothing (``where``: the option prefix)."""
+    if not 0 <= threshold < 1:
+        raise Ar2DiffError(f"{where}threshold {threshold}: use a probability in [0, 1), 0 = off")
+    if factor < 0:
+        raise Ar2DiffError(f"{where}factor {factor}: use a positive number (e.g. 1), 0 = off")
+    if threshold and factor:
+        raise Ar2DiffError(f"{where}threshold and {where}factor: choose one rule")
+    if confidence not in CONFIDENCES:
+        raise Ar2DiffError(f"{where}confidence {confidence!r}: choose one of {', '.join(CONFIDENCES)}")
+    if not eos_penalty > 0:
+        raise Ar2DiffError(f"{where}eos-penalty {eos_penalty}: use a positive number, 1 = off")

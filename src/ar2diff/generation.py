@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import torch
 
-from ar2diff.decoding import DEFAULT_AR_TEMPERATURE, MODES, DecodeOptions
+from ar2diff.decoding import DEFAULT_AR_TEMPERATURE, MODES, DecodeOptions, check_rules
 from ar2diff.devices import resolve_device, resolve_dtype
 from ar2diff.errors import Ar2DiffError
 from ar2diff.models.backbone import Backbone
@@ -15,6 +15,7 @@ from ar2diff.models.meta import ModelMeta
 from ar2diff.noise import noise_for
 from ar2diff.noise.base import NoiseProcess
 from ar2diff.sampling.autoregressive import ARSampling, ar_generate
+from ar2diff.sampling.block_diffusion import block_generate
 from ar2diff.sampling.diffusion import DiffusionSampling, diffusion_generate
 from ar2diff.tokenization import special_ids
 
@@ -23,7 +24,7 @@ class TextGenerator:
     """A model, its tokenizer and metadata, ready to decode text by AR or by diffusion."""
 
     def __init__(self, model, tokenizer, meta: ModelMeta):
-        self.backbone = Backbone(model.eval())
+        self.backbone = Backbone(model.eval(), meta.block_size if meta.mode == "diffusion" else 0)
         self.tokenizer, self.meta = tokenizer, meta
         self.ids = special_ids(tokenizer)
         self._noise: NoiseProcess | None = None
@@ -85,8 +86,9 @@ class TextGenerator:
         cfg = self.diffusion_config(opts)
         out = []
         for k in range(opts.completions):
-            res = diffusion_generate(self.backbone, inputs, replace(cfg, seed=opts.seed + k),
-                                     self.noise, self.ids["pad"], self.ids["eos"])
+            sample = block_generate if self.backbone.block_size else diffusion_generate
+            res = sample(self.backbone, inputs, replace(cfg, seed=opts.seed + k), self.noise,
+                         self.ids["pad"], self.ids["eos"])
             out.append([r.tokens for r in res])
         return [[o[i] for o in out] for i in range(len(inputs))]
 
@@ -106,6 +108,12 @@ class TextGenerator:
         d = self.meta.decoding
         if opts.block_length is not None and opts.block_length < 0:
             raise Ar2DiffError(f"--block-length {opts.block_length}: use 0 (one block) or more")
+        rules = {k: getattr(d, k) if getattr(opts, k) is None else getattr(opts, k)
+                 for k in ("threshold", "factor", "confidence", "eos_stop", "eos_penalty")}
+        check_rules(rules["threshold"], rules["factor"], rules["confidence"], rules["eos_penalty"])
+        if (rules["threshold"] or rules["factor"]) and not self.noise.follows_rules:
+            raise Ar2DiffError(f"--threshold / --factor decode masked-diffusion models; this one "
+                               f"uses {self.noise.name!r} noise")
         return DiffusionSampling(
             steps=opts.steps or d.steps,
             temperature=d.temperature if opts.temperature is None else opts.temperature,
@@ -118,6 +126,7 @@ class TextGenerator:
             repetition_penalty=d.repetition_penalty if opts.repetition_penalty is None
             else opts.repetition_penalty,
             block_length=d.block_length if opts.block_length is None else opts.block_length,
+            **rules,
         )
 
     def generate(self, prompts: list[str], opts: DecodeOptions) -> list[list[str]]:

@@ -48,6 +48,8 @@ def finetune_config(model: str, task: str, mode: str, out: str, steps: int | Non
         causal_input = meta.layout == "diffusion-causal-input"
         extra.append(f"objective.input_attention={'causal' if causal_input else 'prefix'}")
         extra.append(f"objective.noise={meta.noise or 'uniform'}")
+        if meta.block_size:
+            extra += [f"objective.block_size={meta.block_size}", "objective.anneal_steps=0"]
     if steps:
         extra.append(f"train.steps={steps}")
     return load_config(preset("finetune"), [*extra, *(overrides or [])])

@@ -12,6 +12,11 @@ A sequence is described by the *role* of each position: ``PAD`` (not attended), 
   before them, as in the AR model an AR2Diff run starts from (its input representations stay
   the ones it was trained to produce).
 
+Block diffusion (BD3-LM) is the ``diffusion`` layout cut into blocks of the target:
+:func:`block_diffusion_keys` lets a noisy block see the input, itself (both ways) and the clean
+blocks before it, and a clean block the input and the clean blocks up to itself, so the keys and
+values of finished blocks can be cached exactly.
+
 In no layout does an input position see a target position, so input outputs never depend on
 targets. The masks are layout-agnostic: inputs may be left- or right-padded and the target may
 start at a different column in every row.
@@ -65,6 +70,30 @@ def allowed_keys(
     # A padding query attends to itself only, so that no row is empty.
     self_key = k_at == q_at
     return torch.where(q_role == PAD, self_key, ok)
+
+
+def block_diffusion_keys(roles: torch.Tensor, blocks: torch.Tensor, clean: torch.Tensor,
+                         input_attention: str = "prefix") -> torch.Tensor:
+    """Boolean ``[B, S, S]`` for a sequence holding the input, a noisy copy of the target and
+    a clean copy (BD3-LM's training layout).
+
+    ``blocks`` ``[B, S]`` is the block index of each target position (either copy), ``clean``
+    ``[B, S]`` whether it belongs to the clean copy. Noisy block b sees the input, noisy block b
+    and clean blocks < b; clean block b sees the input and clean blocks <= b; the input sees the
+    input (causally when ``input_attention`` is ``causal``).
+    """
+    n = roles.shape[1]
+    at = torch.arange(n, device=roles.device)
+    q_role, k_role = roles[:, :, None], roles[:, None, :]
+    qb, kb = blocks[:, :, None], blocks[:, None, :]
+    k_clean = clean[:, None, :]
+    k_in, k_tgt = k_role == INPUT, k_role == TARGET
+    in_ok = k_in & (at[None, None, :] <= at[None, :, None]) if input_attention == "causal" else k_in
+    noisy_ok = k_in | (k_tgt & ~k_clean & (kb == qb)) | (k_tgt & k_clean & (kb < qb))
+    clean_ok = k_in | (k_tgt & k_clean & (kb <= qb))
+    ok = torch.where(q_role == INPUT, in_ok, torch.where(clean[:, :, None], clean_ok, noisy_ok))
+    ok = ok & (k_role != PAD)
+    return torch.where(q_role == PAD, at[None, None, :] == at[None, :, None], ok)
 
 
 def annealed_keys(roles: torch.Tensor, fraction: float, gen: torch.Generator,

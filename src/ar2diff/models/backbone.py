@@ -5,6 +5,10 @@ encoder–decoder and computes logits for the *target* part of a batch. The atte
 (``causal`` | ``prefix`` | ``diffusion``, see :mod:`ar2diff.models.attention`) is passed as the 4-D
 attention mask the model already accepts, so no modeling file is forked.
 
+With ``block_size`` > 0 the target is denoised in blocks (BD3-LM): training runs a noisy and a
+clean copy of the target under :func:`~ar2diff.models.attention.block_diffusion_keys`, sampling
+caches each finished block exactly (:meth:`Backbone.extend_prefix`).
+
 ``shift=True`` means that target token ``j`` is predicted at the position holding the fed token
 ``j-1`` (the last input token for ``j = 0``): how an AR head is trained. ``shift=False`` predicts
 token ``j`` at its own position (the paper's diffusion setup).
@@ -20,12 +24,14 @@ from transformers import DynamicCache, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
 from ar2diff.data.batching import Batch
+from ar2diff.errors import Ar2DiffError
 from ar2diff.models.attention import (
     INPUT,
     PAD,
     TARGET,
     allowed_keys,
     annealed_keys,
+    block_diffusion_keys,
     position_ids,
 )
 
@@ -63,10 +69,13 @@ class PrefixState:
 class Backbone(nn.Module):
     """A decoder-only or encoder–decoder HF model with a switchable attention layout."""
 
-    def __init__(self, model: PreTrainedModel):
+    def __init__(self, model: PreTrainedModel, block_size: int = 0):
         super().__init__()
         self.model = model
         self.is_encoder_decoder = bool(model.config.is_encoder_decoder)
+        if block_size and self.is_encoder_decoder:
+            raise Ar2DiffError("block diffusion (objective.block_size) needs a decoder-only model")
+        self.block_size = block_size  # > 0: diffusion layouts run as block diffusion
 
     @property
     def device(self) -> torch.device:
@@ -111,13 +120,32 @@ class Backbone(nn.Module):
         if self.is_encoder_decoder:
             return self._enc_dec_logits(batch.input_ids, batch.input_mask, fed, batch.target_mask,
                                         layout, shift, None)
-        tokens, roles, tgt_cols = _pack(batch, fed)
         if shift and bool((batch.input_mask.sum(1) == 0).any()):
             raise ValueError("shift=True needs at least one input token (e.g. BOS) per example")
+        if self.block_size and layout.startswith("diffusion"):
+            if anneal is not None:
+                raise ValueError("block diffusion does not anneal its attention")
+            return self._block_logits(batch, fed, layout, shift)
+        tokens, roles, tgt_cols = _pack(batch, fed)
         allowed = (allowed_keys(roles, roles, layout) if anneal is None
                    else annealed_keys(roles, *anneal, layout))
         mask = self.attention_mask(allowed)
         return self(tokens, mask, position_ids(roles), (tgt_cols - int(shift)).clamp(min=0))
+
+    def _block_logits(self, batch: Batch, fed: torch.Tensor, layout: str, shift: bool) -> torch.Tensor:
+        """Block-diffusion training logits for the noisy target ``fed``: one pass over
+        ``[input][noisy target][clean target]`` (BD3-LM), read at the noisy copy (with ``shift``,
+        a block's first token is read where the clean copy's previous token stands)."""
+        tokens, roles, blocks, clean, positions, noisy_cols, clean_cols = _pack_blocks(
+            batch, fed, self.block_size)
+        input_attention = "causal" if layout == "diffusion-causal-input" else "prefix"
+        mask = self.attention_mask(block_diffusion_keys(roles, blocks, clean, input_attention))
+        cols = noisy_cols
+        if shift:
+            prev = torch.cat([noisy_cols[:, :1] - 1, clean_cols[:, :-1]], dim=1)  # input's last
+            first = (torch.arange(fed.shape[1], device=fed.device) % self.block_size == 0)[None]
+            cols = torch.where(first, prev, torch.cat([noisy_cols[:, :1], noisy_cols[:, :-1]], 1))
+        return self(tokens, mask, positions, cols)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
                 cols: torch.Tensor) -> torch.Tensor:
@@ -186,6 +214,23 @@ class Backbone(nn.Module):
             hidden = torch.cat([state.last_hidden[:, None], hidden[:, :-1]], dim=1)
         return hidden
 
+    @torch.no_grad()
+    def extend_prefix(self, state: PrefixState, tokens: torch.Tensor) -> PrefixState:
+        """Append finished target tokens ``[B, n]`` to a prefix state: they see the cache and
+        each other (a clean block of block diffusion); their keys and values stay cached and
+        the last one's hidden state predicts the next token under ``shift``."""
+        tokens = tokens.to(self.device)
+        roles = torch.cat([state.roles, torch.full_like(tokens, TARGET)], dim=1)
+        n = tokens.shape[1]
+        query_pos = torch.arange(roles.shape[1] - n, roles.shape[1], device=self.device)
+        allowed = allowed_keys(roles[:, -n:], roles, "diffusion", query_pos=query_pos)
+        hidden = self.model.base_model(
+            input_ids=tokens, attention_mask=self.attention_mask(allowed),
+            position_ids=position_ids(roles)[:, -n:], cache=state.cache, use_cache=True,
+        ).last_hidden_state
+        return PrefixState(input_mask=state.input_mask, cache=state.cache, roles=roles,
+                           last_hidden=hidden[:, -1])
+
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """The output projection (hidden states → vocabulary logits)."""
         return self.model.get_output_embeddings()(hidden)
@@ -229,3 +274,37 @@ def _pack(batch: Batch, fed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     roles.scatter_(1, in_cols, torch.where(batch.input_mask, INPUT, PAD))
     roles.scatter_(1, tg_cols, torch.where(batch.target_mask, TARGET, PAD))
     return tokens[:, :width], roles[:, :width], tgt_cols.clamp(max=width - 1)
+
+
+def _pack_blocks(batch: Batch, fed: torch.Tensor, block: int) -> tuple[torch.Tensor, ...]:
+    """Lay each row out as ``[input][noisy target][clean target][padding]``.
+
+    Returns tokens, roles, block index, clean flag and position ids ``[B, S]``, and the
+    columns of the noisy and clean target slots ``[B, Lt]``; both copies of a target token share
+    its position id.
+    """
+    b, n_in = batch.input_ids.shape
+    n_tg = fed.shape[1]
+    dev = fed.device
+    in_len = batch.input_mask.sum(1)
+    width = int((in_len + 2 * n_tg).max()) + 1  # the last column is a sink for unused slots
+    j = torch.arange(n_tg, device=dev)[None]
+    noisy_cols, clean_cols = in_len[:, None] + j, in_len[:, None] + n_tg + j
+    in_cols = torch.where(batch.input_mask, torch.arange(n_in, device=dev)[None], width - 1)
+    tokens = torch.zeros((b, width), dtype=torch.long, device=dev)
+    roles, blocks = torch.zeros_like(tokens), torch.full_like(tokens, -1)
+    clean = torch.zeros_like(tokens, dtype=torch.bool)
+    positions = torch.zeros_like(tokens)
+    tgt_role = torch.where(batch.target_mask, TARGET, PAD)
+    for cols, values, is_clean in ((noisy_cols, fed, False), (clean_cols, batch.target_ids, True)):
+        cols = torch.where(batch.target_mask, cols, width - 1)
+        tokens.scatter_(1, cols, values)
+        roles.scatter_(1, cols, tgt_role)
+        blocks.scatter_(1, cols, (j // block).expand(b, -1))
+        clean.scatter_(1, cols, torch.full_like(cols, is_clean, dtype=torch.bool))
+        positions.scatter_(1, cols, (in_len[:, None] + j).expand(b, -1))
+    tokens.scatter_(1, in_cols, batch.input_ids)
+    roles.scatter_(1, in_cols, torch.where(batch.input_mask, INPUT, PAD))
+    positions.scatter_(1, in_cols, (batch.input_mask.cumsum(1) - 1).clamp(min=0))
+    roles[:, -1] = PAD
+    return (tokens, roles, blocks, clean, positions, noisy_cols, clean_cols)

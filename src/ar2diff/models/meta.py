@@ -32,6 +32,7 @@ class ModelMeta:
     noise_vocab: int | None = None  # uniform noise draws from the first noise_vocab ids
     mask_id: int | None = None  # mask noise: the id of the mask token
     target_length: int = DEFAULT_TARGET_LENGTH  # diffusion target length it was trained with
+    block_size: int = 0  # diffusion: > 0 trained as block diffusion with blocks of this size
     decoding: DecodingDefaults = field(
         default_factory=lambda: DecodingDefaults(max_new_tokens=DEFAULT_AR_MAX_NEW_TOKENS))
     source: str | None = None  # the pretrained spec it was loaded from, if any
@@ -76,6 +77,7 @@ class ModelMeta:
         return dataclasses.replace(
             self, mode=o.kind, layout=layout, shift=o.shift if diffusion else True,
             noise=o.noise if diffusion else None, target_length=config.data.target_length,
+            block_size=o.block_size if diffusion else 0,
             decoding=dataclasses.replace(config.sample), config=config.to_dict(),
             ar2diff_version=version(),
         )

@@ -5,7 +5,8 @@ by a dedicated mask token, so the model knows which positions are unknown; the l
 1/t-weighted cross-entropy at the masked positions. Sampling starts from all masks; at each
 step a token is drawn at every masked position and the most confident share of them is kept
 (revealed tokens never change), optionally block by block, left to right (LLaDA's
-semi-autoregressive order).
+semi-autoregressive order), or every position whose confidence passes a threshold (Fast-dLLM);
+once an end token is revealed, the positions after it are settled.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from ar2diff.errors import Ar2DiffError
 from ar2diff.losses.masked_diffusion import masked_diffusion_loss
 from ar2diff.models.backbone import Backbone
 from ar2diff.models.meta import ModelMeta
-from ar2diff.noise.base import NoiseProcess
+from ar2diff.noise.base import Block, NoiseProcess, StepRule, end_seen
 
 MASK_TOKEN = "<|mask|>"
+PLAIN = StepRule()  # the T-step schedule, no end tokens
 
 
 def mask_corrupt(
@@ -60,57 +62,68 @@ def add_mask_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -
     return mask_id
 
 
-def reveal_plan(length: int, steps: int, block: int) -> list[tuple[int, int, int]]:
-    """Masked sampling schedule: per step, the block ``[lo, hi)`` being revealed and how many
-    steps it has left (this one included)."""
+def reveal_plan(length: int, steps: int, block: int) -> list[Block]:
+    """Masked sampling schedule: blocks ``[lo, hi)`` of ``block`` positions (0: one block),
+    revealed left to right, sharing the ``steps`` (each at least one, at most one per position)."""
     block = block or length
     bounds = [(lo, min(lo + block, length)) for lo in range(0, length, block)]
-    plan = []
-    for b, (lo, hi) in enumerate(bounds):
-        budget = min(hi - lo, max(1, steps // len(bounds) + (b < steps % len(bounds))))
-        plan += [(lo, hi, budget - k) for k in range(budget)]
-    return plan
+    n = len(bounds)
+    return [(lo, hi, min(hi - lo, max(1, steps // n + (b < steps % n))))
+            for b, (lo, hi) in enumerate(bounds)]
 
 
-def reveal_counts(plan: list[tuple[int, int, int]]) -> list[int]:
-    """How many positions each step of ``plan`` reveals: ``ceil(masked / steps_left)`` of its
-    block, known in advance because every row starts fully masked."""
-    counts, left = [], {}
-    for lo, hi, steps_left in plan:
-        masked = left.get(lo, hi - lo)
-        counts.append(math.ceil(masked / steps_left))
-        left[lo] = masked - counts[-1]
-    return counts
+def rule_counts(confidence: torch.Tensor, rule: StepRule) -> torch.Tensor:
+    """Per row, how many of the positions (log-confidences sorted high to low ``[n, L]``,
+    ``-inf`` for those not eligible) ``rule``'s threshold or factor settles (at least one)."""
+    if rule.threshold > 0:
+        count = (confidence >= math.log(rule.threshold)).sum(1)
+    else:  # factor: the largest n with (n + 1) * (1 - c_n) < factor (c falls, so a prefix)
+        n = torch.arange(1, confidence.shape[1] + 1, device=confidence.device)
+        count = ((n + 1) * (1 - confidence.exp()) < rule.factor).sum(1)
+    return count.clamp(min=1)
 
 
-def reveal(x: torch.Tensor, drawn: torch.Tensor, drawn_logp: torch.Tensor, logp: torch.Tensor,
-           mask_id: int, block: tuple[int, int, int],
-           count: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep the ``1 / steps_left`` share (or ``count``) of the masked positions of the block
-    ``(lo, hi, steps_left)`` whose drawn tokens have the highest log-probability; the others
-    stay masked, revealed tokens stay fixed.
+def reveal(x: torch.Tensor, drawn: torch.Tensor, drawn_logp: torch.Tensor, confidence: torch.Tensor,
+           logp: torch.Tensor, mask_id: int, block: Block,
+           rule: StepRule = PLAIN) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reveal the most confident masked positions of the block ``(lo, hi, steps_left)``: the
+    ``1 / steps_left`` share of each row's masked positions there, or as many as ``rule``'s
+    threshold or factor allows; the others stay masked, revealed tokens stay fixed.
 
-    ``x`` ``[n, L]`` the current tokens (every row with as many masked positions); returns the
-    new tokens and their log-probabilities.
+    ``x`` ``[n, L]`` the current tokens; returns the new tokens and their log-probabilities.
     """
     lo, hi, steps_left = block
     masked = x == mask_id
     masked[:, :lo] = False
     masked[:, hi:] = False
-    if count is None:
-        count = math.ceil(int(masked[0].sum()) / steps_left)
+    left = masked.sum(1)
     # rounded, ties to the leftmost: float noise of batching must not reorder near-equal ones
-    confidence = (drawn_logp * 1e4).round().masked_fill(~masked, -math.inf)
-    order = confidence.sort(dim=1, descending=True, stable=True).indices
-    keep = torch.zeros_like(masked).scatter(1, order[:, :count], True)
-    keep &= masked
-    return torch.where(keep, drawn, x), torch.where(keep, drawn_logp, logp)
+    conf = (confidence * 1e4).round().masked_fill(~masked, -math.inf)
+    ranked, order = conf.sort(dim=1, descending=True, stable=True)
+    count = rule_counts(ranked / 1e4, rule) if rule.dynamic else (left + steps_left - 1) // steps_left
+    rank = torch.arange(x.shape[1], device=x.device)[None].expand_as(x)
+    keep = torch.zeros_like(masked).scatter(1, order, rank < count[:, None]) & masked
+    new, new_logp = torch.where(keep, drawn, x), torch.where(keep, drawn_logp, logp)
+    if rule.end_ids:
+        new, new_logp = fill_after_end(new, new_logp, mask_id, rule)
+    return new, new_logp
+
+
+def fill_after_end(x: torch.Tensor, logp: torch.Tensor, mask_id: int,
+                   rule: StepRule) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fill the masked positions after each row's first revealed end token with ``fill_id``:
+    the sample ends there, so they need no steps (log-probability 0, not scored)."""
+    after = end_seen(x, rule.end_ids).roll(1, dims=1)
+    after[:, 0] = False
+    fill = after & (x == mask_id)
+    return torch.where(fill, rule.fill_id, x), logp.masked_fill(fill, 0.0)
 
 
 class MaskNoise(NoiseProcess):
     """Absorbing noise into the token ``mask_id``."""
 
     name = "mask"
+    follows_rules = True
 
     def __init__(self, mask_id: int):
         self.mask_id = mask_id
@@ -138,15 +151,15 @@ class MaskNoise(NoiseProcess):
     def initial_canvas(self, uniforms: torch.Tensor) -> torch.Tensor:
         return torch.full(uniforms.shape, self.mask_id, device=uniforms.device)
 
-    def schedule(self, steps: int, length: int,
-                 block_length: int) -> list[tuple[tuple[int, int, int], int]]:
-        """Per step: the block ``(lo, hi, steps_left)`` and how many positions it reveals (every
-        position is revealed by the last step)."""
-        plan = reveal_plan(length, steps, block_length)
-        return list(zip(plan, reveal_counts(plan), strict=True))
+    def schedule(self, steps: int, length: int, block_length: int) -> list[Block]:
+        """Blocks left to right, the steps shared among them (see :func:`reveal_plan`)."""
+        return reveal_plan(length, steps, block_length)
 
     def update(self, canvas: torch.Tensor, drawn: torch.Tensor, drawn_logp: torch.Tensor,
-               logp: torch.Tensor,
-               step: tuple[tuple[int, int, int], int]) -> tuple[torch.Tensor, torch.Tensor]:
-        block, count = step
-        return reveal(canvas, drawn, drawn_logp, logp, self.mask_id, block, count)
+               confidence: torch.Tensor, logp: torch.Tensor, block: Block,
+               rule: StepRule) -> tuple[torch.Tensor, torch.Tensor]:
+        return reveal(canvas, drawn, drawn_logp, confidence, logp, self.mask_id, block, rule)
+
+    def settled(self, canvas: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """Whether no position of ``[lo, hi)`` is still masked."""
+        return ~(canvas[:, lo:hi] == self.mask_id).any()

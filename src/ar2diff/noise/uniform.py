@@ -14,7 +14,7 @@ from ar2diff.data.batching import Batch
 from ar2diff.losses.sundae import sundae_loss
 from ar2diff.models.backbone import Backbone
 from ar2diff.models.meta import ModelMeta
-from ar2diff.noise.base import NoiseProcess
+from ar2diff.noise.base import Block, NoiseProcess, StepRule
 
 
 def uniform_corrupt(
@@ -51,8 +51,13 @@ class UniformNoise(NoiseProcess):
     def initial_canvas(self, uniforms: torch.Tensor) -> torch.Tensor:
         return (uniforms * self.vocab_size).long().clamp(max=self.vocab_size - 1)
 
+    def schedule(self, steps: int, length: int, block_length: int) -> list[Block]:
+        """Every position is redrawn at every step: one block of ``steps`` steps."""
+        return [(0, length, steps)]
+
     def update(self, canvas: torch.Tensor, drawn: torch.Tensor, drawn_logp: torch.Tensor,
-               logp: torch.Tensor, step: None) -> tuple[torch.Tensor, torch.Tensor]:
+               confidence: torch.Tensor, logp: torch.Tensor, block: Block,
+               rule: StepRule) -> tuple[torch.Tensor, torch.Tensor]:
         return drawn, drawn_logp
 
     def finished(self, before: torch.Tensor, after: torch.Tensor,

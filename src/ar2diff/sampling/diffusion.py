@@ -26,9 +26,15 @@ from dataclasses import dataclass
 import torch
 
 from ar2diff.data.batching import Example, collate
-from ar2diff.decoding import DEFAULT_CANDIDATES, DEFAULT_STEPS, DEFAULT_TARGET_LENGTH, DEFAULT_TEMPERATURE
+from ar2diff.decoding import (
+    CONFIDENCES,
+    DEFAULT_CANDIDATES,
+    DEFAULT_STEPS,
+    DEFAULT_TARGET_LENGTH,
+    DEFAULT_TEMPERATURE,
+)
 from ar2diff.models.backbone import Backbone, PrefixState
-from ar2diff.noise.base import NoiseProcess
+from ar2diff.noise.base import NoiseProcess, StepRule, end_seen
 from ar2diff.rng import keyed_uniform, prompt_key
 
 CANVAS, DRAW = 1, 2  # purposes of keyed draws: the initial canvas, the draw of a step
@@ -44,6 +50,11 @@ class DiffusionSampling:
     the same sample by this factor (before the temperature); 1 turns it off.
     ``block_length`` (masked): LLaDA's semi-autoregressive order, the T steps shared out over
     blocks revealed left to right (each block gets at least one step, at most one per position).
+    ``threshold`` / ``factor`` (masked): Fast-dLLM's parallel decoding, each step reveals every
+    position whose ``confidence`` passes the threshold (or as many as the factor rule allows),
+    at least one, so a block takes the steps it needs and T no longer applies.
+    ``eos_stop`` (masked): once a pad / EOS is revealed, the positions after it are settled, and
+    the sample is done when every position before it is; its score covers the kept tokens.
     """
 
     steps: int = DEFAULT_STEPS
@@ -56,17 +67,23 @@ class DiffusionSampling:
     layout: str = "diffusion"  # or diffusion-causal-input: the layout the model was trained with
     repetition_penalty: float = 1.0
     block_length: int = 0  # masked: reveal blocks of this many positions left to right (0 = one)
+    threshold: float = 0.0  # masked: reveal every position this confident (0 = the schedule)
+    factor: float = 0.0  # masked: Fast-dLLM's factor rule (0 = off)
+    confidence: str = "probability"  # probability | margin | entropy
+    eos_stop: bool = False  # masked: a sample ends at its first revealed pad / EOS
+    eos_penalty: float = 1.0  # > 1 divides the probability of pad / EOS (damps early ends)
 
 
 @dataclass
 class DiffusionResult:
-    """The chosen sample (cut at pad / EOS), its score, all N raw samples, and steps run."""
+    """The chosen sample (cut at pad / EOS), its score, all N samples, steps and passes run."""
 
     tokens: list[int]
     score: float
     all_samples: list[list[int]]
     all_scores: list[float]
     steps: int
+    passes: int = 0  # forward passes over the target (steps, plus block diffusion's cache passes)
 
 
 StepHook = Callable[[int, int, torch.Tensor], None]
@@ -101,10 +118,24 @@ def penalize_repeats(logits: torch.Tensor, current: torch.Tensor, counts: torch.
     return logits - present * math.log(penalty)
 
 
+def confidence_of(logits: torch.Tensor, drawn_logp: torch.Tensor, kind: str) -> torch.Tensor:
+    """Log-confidence of each position from its float logits ``[..., V]`` (at tau = 1): of the
+    drawn token's probability, of the margin between the two likeliest tokens, or of
+    exp(-entropy)."""
+    if kind == "probability":
+        return drawn_logp
+    logp = logits.log_softmax(-1)
+    if kind == "margin":
+        top = logp.topk(2, dim=-1).values.exp()
+        return (top[..., 0] - top[..., 1]).log()
+    return (logp.exp() * logp).nan_to_num().sum(-1)  # -entropy
+
+
 def _step(backbone: Backbone, state: PrefixState, x: torch.Tensor, u: torch.Tensor,
-          cfg: DiffusionSampling, noise: NoiseProcess) -> tuple[torch.Tensor, torch.Tensor]:
-    """One denoising step: tokens drawn at every position ``[R, L]`` (from the uniforms ``u``)
-    and their log-probabilities (at tau = 1).
+          cfg: DiffusionSampling, noise: NoiseProcess,
+          end_ids: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One denoising step: tokens drawn at every position ``[R, L]`` (from the uniforms ``u``),
+    their log-probabilities (at tau = 1) and log-confidences.
 
     The output projection runs in chunks of positions so that at most ``LOGITS_BUDGET`` logits
     exist at once.
@@ -122,18 +153,23 @@ def _step(backbone: Backbone, state: PrefixState, x: torch.Tensor, u: torch.Tens
         counts = torch.zeros((rows, vocab), dtype=torch.long, device=x.device)
         counts.scatter_add_(1, x, torch.ones_like(x))
     drawn, logp = torch.empty_like(x), torch.empty(x.shape, device=x.device)
+    conf = logp if cfg.confidence == "probability" else torch.empty_like(logp)
     banned = list(noise.banned_ids)
     for lo in range(0, length, chunk):
         part = hidden[:, lo:lo + chunk]
         logits = (part if head is None else head(part)).float()
         if banned:
             logits[..., banned] = -math.inf
+        if cfg.eos_penalty != 1 and end_ids:
+            logits[..., list(end_ids)] -= math.log(cfg.eos_penalty)
         if penalize:
             logits = penalize_repeats(logits, x[:, lo:lo + chunk], counts, cfg.repetition_penalty)
         tokens = _draw(logits, cfg.temperature, u[:, lo:lo + chunk])
         drawn[:, lo:lo + chunk] = tokens
         logp[:, lo:lo + chunk] = logits.gather(-1, tokens[..., None])[..., 0] - logits.logsumexp(-1)
-    return drawn, logp
+        if conf is not logp:
+            conf[:, lo:lo + chunk] = confidence_of(logits, logp[:, lo:lo + chunk], cfg.confidence)
+    return drawn, logp, conf
 
 
 def cut(tokens: list[int], stop_ids: set[int]) -> list[int]:
@@ -163,6 +199,9 @@ def diffusion_generate(
     the rounding of attention and, in bfloat16, the tokens drawn (``docs/speed.md``).
     ``on_step`` sees the canvas after every step (it costs a host read per step when given).
     """
+    if backbone.block_size:
+        raise ValueError("a block-diffusion model decodes with "
+                         "ar2diff.sampling.block_diffusion.block_generate")
     return [_denoise(backbone, x, cfg, noise, pad_id, eos_id,
                      None if on_step is None else (lambda s, c, i=i: on_step(i, s, c)))
             for i, x in enumerate(inputs)]
@@ -181,27 +220,69 @@ def _denoise(backbone: Backbone, prompt: Sequence[int], cfg: DiffusionSampling,
     pos = torch.arange(length, device=device)[None, :]
     x = noise.initial_canvas(keyed_uniform(cfg.seed, key, CANVAS, 0, cand, pos))
     logp = torch.zeros(x.shape, device=device)
+    end_ids = (pad_id, eos_id)
+    rule = _rule(cfg, noise, end_ids, pad_id)
     steps = 0
-    for s, step in enumerate(noise.schedule(cfg.steps, length, cfg.block_length)):
-        u = keyed_uniform(cfg.seed, key, DRAW, s, cand, pos)
-        drawn, drawn_logp = _step(backbone, state, x, u, cfg, noise)
-        new, logp = noise.update(x, drawn, drawn_logp, logp, step)
-        steps += 1
-        done = noise.finished(x, new, cfg.early_stop)
-        x = new
-        if on_step is not None:
-            on_step(s, x)
-        if done is not None and bool(done):  # the one host round trip, only when it may stop
-            break
-    return _result(x, logp, steps, {pad_id, eos_id})
+    for lo, hi, budget in noise.schedule(cfg.steps, length, cfg.block_length):
+        block_steps = hi - lo if rule.dynamic else budget
+        for k in range(block_steps):
+            u = keyed_uniform(cfg.seed, key, DRAW, steps, cand, pos)
+            drawn, drawn_logp, conf = _step(backbone, state, x, u, cfg, noise, end_ids)
+            new, logp = noise.update(x, drawn, drawn_logp, conf, logp, (lo, hi, budget - k), rule)
+            flags = _stop_flags(noise, x, new, cfg, rule, lo, hi)
+            x, steps = new, steps + 1
+            if on_step is not None:
+                on_step(steps - 1, x)
+            if flags is not None:  # the one host round trip per step, only when it may stop
+                all_done, block_done = flags.tolist()
+                if all_done:
+                    return _result(x, logp, steps, set(end_ids), rule.end_ids)
+                if block_done:
+                    break
+    return _result(x, logp, steps, set(end_ids), rule.end_ids)
 
 
-def _result(x: torch.Tensor, logp: torch.Tensor, steps: int, stop: set[int]) -> DiffusionResult:
-    """The candidate with the highest mean log-probability, and all of them."""
-    scores = logp.mean(-1)
+def _rule(cfg: DiffusionSampling, noise: NoiseProcess, end_ids: tuple[int, ...],
+          pad_id: int) -> StepRule:
+    """The step rule ``cfg`` asks of ``noise`` (a process that follows no rule gets none)."""
+    if cfg.confidence not in CONFIDENCES:
+        raise ValueError(f"confidence={cfg.confidence!r}: choose one of {', '.join(CONFIDENCES)}")
+    if not noise.follows_rules:
+        if cfg.threshold > 0 or cfg.factor > 0:
+            raise ValueError(f"threshold / factor decoding needs masked noise, not {noise.name!r}")
+        return StepRule()
+    return StepRule(cfg.threshold, cfg.factor, end_ids if cfg.eos_stop else (), pad_id)
+
+
+def _stop_flags(noise: NoiseProcess, before: torch.Tensor, after: torch.Tensor,
+                cfg: DiffusionSampling, rule: StepRule, lo: int, hi: int) -> torch.Tensor | None:
+    """``[all done, block done]`` on the device when this step's outcome can end the loop (early
+    stop, a confidence rule or end tokens), else None: a fixed schedule needs no host read."""
+    done = noise.finished(before, after, cfg.early_stop)
+    if not (rule.dynamic or rule.end_ids):
+        return None if done is None else torch.stack([done, done])
+    block = noise.settled(after, lo, hi)
+    if block is None:
+        return None if done is None else torch.stack([done, done])
+    whole = noise.settled(after, 0, after.shape[1])
+    done = whole if done is None else done | whole
+    return torch.stack([done, block])
+
+
+def _result(x: torch.Tensor, logp: torch.Tensor, steps: int, stop: set[int],
+            end_ids: tuple[int, ...] = ()) -> DiffusionResult:
+    """The candidate with the highest mean log-probability (with ``end_ids``: over the tokens
+    up to its first end token), and all of them."""
+    if end_ids:
+        kept = ~end_seen(x, end_ids).roll(1, dims=1)
+        kept[:, 0] = True
+        scores = (logp * kept).sum(-1) / kept.sum(-1)
+    else:
+        scores = logp.mean(-1)
     best = scores.argmax()
     x, scores, best = x.cpu(), scores.cpu(), int(best.cpu())
     return DiffusionResult(
         tokens=cut(x[best].tolist(), stop), score=float(scores[best]),
         all_samples=[cut(r.tolist(), stop) for r in x], all_scores=scores.tolist(), steps=steps,
+        passes=steps,
     )

@@ -101,7 +101,8 @@ class Trainer:
         self.meta = meta.for_run(config)
         self.noise = (noise_for(self.meta, len(tokenizer), config.objective.unroll)
                       if self.meta.mode == "diffusion" else None)
-        self.backbone = Backbone(model.to(resolve_device(config.train.device)))
+        self.backbone = Backbone(model.to(resolve_device(config.train.device)),
+                                 self.meta.block_size)
         self.pad_id = special_ids(tokenizer)["pad"]
         self.rank, self.world = distributed.setup()
         self.sharded = config.train.parallel == "fsdp" and self.world > 1

@@ -1,0 +1,88 @@
+"""Block diffusion sampling (BD3-LM) for models trained with ``objective.block_size``.
+
+The target is produced one block at a time, left to right. A block starts fully masked and is
+denoised by the masked process's rules (a share of T per step, or a confidence threshold) while
+it sees the input, the finished blocks and itself; once settled, it runs once more as clean
+tokens and its keys and values join the cache — exactly what training showed the model
+(:func:`ar2diff.models.attention.block_diffusion_keys`). Forward passes cost a block's width, not
+the whole target's, and decoding ends at the block where every candidate has revealed an end
+token, so length follows the content up to ``target_length``.
+
+Draws are keyed as in :mod:`ar2diff.sampling.diffusion` (by target position and step), and each
+input runs alone, so results do not depend on the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ar2diff.data.batching import Example, collate
+from ar2diff.models.backbone import Backbone
+from ar2diff.noise.base import NoiseProcess, end_seen
+from ar2diff.rng import keyed_uniform, prompt_key
+from ar2diff.sampling.diffusion import (
+    CANVAS,
+    DRAW,
+    DiffusionResult,
+    DiffusionSampling,
+    StepHook,
+    _result,
+    _rule,
+    _step,
+)
+
+
+@torch.no_grad()
+def block_generate(backbone: Backbone, inputs: Sequence[Sequence[int]], cfg: DiffusionSampling,
+                   noise: NoiseProcess, pad_id: int, eos_id: int,
+                   on_step: StepHook | None = None) -> list[DiffusionResult]:
+    """Denoise ``cfg.candidates`` targets per input block by block (``backbone.block_size``);
+    the best per input, as :func:`~ar2diff.sampling.diffusion.diffusion_generate`."""
+    if not backbone.block_size:
+        raise ValueError("block_generate needs a backbone with block_size > 0")
+    return [_denoise_blocks(backbone, x, cfg, noise, pad_id, eos_id,
+                            None if on_step is None else (lambda s, c, i=i: on_step(i, s, c)))
+            for i, x in enumerate(inputs)]
+
+
+def _denoise_blocks(backbone: Backbone, prompt: Sequence[int], cfg: DiffusionSampling,
+                    noise: NoiseProcess, pad_id: int, eos_id: int, on_step) -> DiffusionResult:
+    """The N candidates of one input, block by block, with an exact cache of finished blocks."""
+    n, size, device = cfg.candidates, backbone.block_size, backbone.device
+    length = -(-cfg.target_length // size) * size  # whole blocks; cut to target_length at the end
+    batch = collate([Example(tuple(prompt), ())], pad_id)
+    state = backbone.encode_prefix(batch.input_ids, batch.input_mask, cfg.layout).repeat_interleave(n)
+    key, end_ids = prompt_key(prompt), (pad_id, eos_id)
+    rule = _rule(cfg, noise, end_ids, pad_id)
+    cand = torch.arange(n, device=device)[:, None]
+    pos = torch.arange(length, device=device)[None, :]
+    x = noise.initial_canvas(keyed_uniform(cfg.seed, key, CANVAS, 0, cand, pos))
+    logp = torch.zeros(x.shape, device=device)
+    ended = torch.zeros(n, dtype=torch.bool, device=device)
+    steps = passes = 0
+    for lo, hi, budget in noise.schedule(cfg.steps * length // cfg.target_length, length, size):
+        xb = torch.where(ended[:, None], pad_id, x[:, lo:hi])  # ended samples: nothing to reveal
+        lb = logp[:, lo:hi]
+        for k in range(hi - lo if rule.dynamic else budget):
+            u = keyed_uniform(cfg.seed, key, DRAW, steps, cand, pos[:, lo:hi])
+            drawn, drawn_logp, conf = _step(backbone, state, xb, u, cfg, noise, end_ids)
+            xb, lb = noise.update(xb, drawn, drawn_logp, conf, lb, (0, hi - lo, budget - k), rule)
+            steps, passes = steps + 1, passes + 1
+            x[:, lo:hi], logp[:, lo:hi] = xb, lb
+            if on_step is not None:
+                on_step(steps - 1, x)
+            settled = noise.settled(xb, 0, hi - lo)
+            if (rule.dynamic or rule.end_ids) and settled is not None and bool(settled):
+                break
+        state = backbone.extend_prefix(state, xb)
+        passes += 1
+        if rule.end_ids:
+            ended = end_seen(x[:, :hi], rule.end_ids)[:, -1]
+            if bool(ended.all()):
+                break
+    res = _result(x[:, :cfg.target_length], logp[:, :cfg.target_length], steps, set(end_ids),
+                  rule.end_ids)
+    res.passes = passes
+    return res

@@ -1,0 +1,127 @@
+"""Block diffusion (BD3-LM): the block-causal training layout, the exact cache of finished
+blocks, block-by-block sampling that stops at the end token, and training through the config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_model
+
+from ar2diff.data.batching import Example, collate
+from ar2diff.errors import Ar2DiffError
+from ar2diff.models.attention import INPUT, PAD, TARGET, block_diffusion_keys
+from ar2diff.models.backbone import Backbone
+from ar2diff.noise.mask import MaskNoise
+from ar2diff.sampling.block_diffusion import block_generate
+from ar2diff.sampling.diffusion import DiffusionSampling, diffusion_generate
+
+PROMPTS = [[1, 5, 6, 7, 8], [1, 9], [1, 12, 13, 14]]
+EOS, PAD_ID, MASK = 2, 0, 39
+
+
+def test_block_layout_lets_noisy_blocks_see_earlier_clean_blocks_only():
+    # input (2), noisy target (4), clean target (4); blocks of 2
+    roles = torch.tensor([[INPUT] * 2 + [TARGET] * 8])
+    blocks = torch.tensor([[-1, -1, 0, 0, 1, 1, 0, 0, 1, 1]])
+    clean = torch.tensor([[False] * 6 + [True] * 4])
+    ok = block_diffusion_keys(roles, blocks, clean)[0].int()
+    assert ok[4].tolist() == [1, 1, 0, 0, 1, 1, 1, 1, 0, 0]  # noisy block 1: own block, clean 0
+    assert ok[2].tolist() == [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]  # noisy block 0: input and itself
+    assert ok[8].tolist() == [1, 1, 0, 0, 0, 0, 1, 1, 1, 1]  # clean block 1: clean blocks 0, 1
+    assert ok[0].tolist() == [1, 1, 0, 0, 0, 0, 0, 0, 0, 0]  # input: input only
+    causal = block_diffusion_keys(roles, blocks, clean, "causal")[0].int()
+    assert causal[0].tolist()[:2] == [1, 0]
+    pad = block_diffusion_keys(torch.tensor([[PAD, INPUT]]), torch.tensor([[-1, -1]]),
+                               torch.tensor([[False, False]]))[0]
+    assert pad[0].tolist() == [True, False]  # a padding query sees itself only
+
+
+@pytest.mark.parametrize("shift,layout", [(False, "diffusion"), (True, "diffusion"),
+                                          (True, "diffusion-causal-input")])
+def test_cached_blocks_give_the_training_forward_logits(shift, layout):
+    """Denoising block b over a cache of the clean blocks before it equals the one-pass training
+    forward over [input][noisy][clean] (fp32)."""
+    torch.manual_seed(0)
+    bb = Backbone(tiny_model("llama"), block_size=3)
+    prompt, x0 = [1, 5, 6, 7], torch.randint(3, 39, (1, 9))
+    fed = torch.where(torch.rand(1, 9) < 0.5, MASK, x0)
+    batch = collate([Example(tuple(prompt), tuple(x0[0].tolist()))], PAD_ID)
+    with torch.no_grad():
+        train = bb.target_logits(batch, fed, layout, shift)  # [1, 9, V]
+    state = bb.encode_prefix(batch.input_ids, batch.input_mask, layout)
+    worst = 0.0
+    for b in range(3):
+        lo, hi = 3 * b, 3 * b + 3
+        cached = bb.logits_from_prefix(state, fed[:, lo:hi], layout, shift)
+        worst = max(worst, float((cached - train[:, lo:hi]).abs().max()))
+        state = bb.extend_prefix(state, x0[:, lo:hi])
+    assert worst <= 1e-4
+    # the noisy copy of another block does not change a block's logits
+    other = fed.clone()
+    other[:, 6:] = MASK
+    assert torch.allclose(bb.target_logits(batch, other, layout, shift)[:, :6], train[:, :6], atol=1e-5)
+
+
+def test_block_sampling_is_seeded_batch_independent_and_reveals_block_by_block():
+    bb = Backbone(tiny_model("llama"), block_size=4)
+    cfg = DiffusionSampling(steps=12, candidates=2, target_length=12, temperature=0.7, seed=1,
+                            layout="diffusion", shift=True)
+    seen = []
+    res = block_generate(bb, PROMPTS, cfg, MaskNoise(MASK), PAD_ID, EOS,
+                         on_step=lambda i, s, c: seen.append((i, c.clone())))
+    alone = [block_generate(bb, [p], cfg, MaskNoise(MASK), PAD_ID, EOS)[0] for p in PROMPTS]
+    assert [r.all_samples for r in res] == [r.all_samples for r in alone]
+    assert all(r.steps == 12 and r.passes == 15 for r in res)  # 3 blocks: 4 steps + a cache pass
+    first = [c for i, c in seen if i == 0]
+    for c in first[:4]:  # while block 0 is denoised, the later blocks stay masked
+        assert bool((c[:, 4:] == MASK).all())
+    assert not bool((first[3][:, :4] == MASK).any())
+    with pytest.raises(ValueError, match="block_generate"):
+        diffusion_generate(bb, PROMPTS, cfg, MaskNoise(MASK), PAD_ID, EOS)
+
+
+def test_block_sampling_stops_at_the_block_where_every_candidate_ended():
+    bb = Backbone(tiny_model("llama"), block_size=4)
+    cfg = DiffusionSampling(steps=64, candidates=2, target_length=64, temperature=0.0,
+                            eos_stop=True, eos_penalty=1e-2, threshold=0.5)  # ends likely
+    res = block_generate(bb, PROMPTS, cfg, MaskNoise(MASK), PAD_ID, EOS)
+    plain = block_generate(bb, PROMPTS, DiffusionSampling(
+        **{**cfg.__dict__, "eos_stop": False}), MaskNoise(MASK), PAD_ID, EOS)
+    assert all(r.passes < 64 for r in res) and all(r.passes > 64 for r in plain)
+    assert all(len(s) < 64 for r in res for s in r.all_samples)
+
+
+def test_block_size_in_a_config_is_checked():
+    from ar2diff.config import load_config
+
+    with pytest.raises(Ar2DiffError, match="objective.noise=mask"):
+        load_config(None, ["objective.block_size=4"])
+    with pytest.raises(Ar2DiffError, match="anneal"):
+        load_config(None, ["objective.block_size=4", "objective.noise=mask",
+                           "objective.anneal_steps=5"])
+    with pytest.raises(Ar2DiffError, match="decoder-only"):
+        Backbone(tiny_model("t5"), block_size=4)
+
+
+def test_block_diffusion_trains_saves_and_decodes_by_blocks(tmp_path):
+    from ar2diff.config import load_config
+    from ar2diff.generation import DecodeOptions, TextGenerator
+    from ar2diff.recipes import finetune_config
+    from ar2diff.training.assemble import run_training
+
+    cfg = load_config(None, [
+        "data.source=toy", "tokenizer.kind=toy", "model.size=nano", "data.target_length=12",
+        "train.progress=false", "train.eval_every=0", "optim.warmup_steps=2", "optim.lr=3e-3",
+        "objective.noise=mask", "objective.unroll=1", "objective.block_size=4", "objective.shift=true",
+        "train.steps=30", "train.batch_size=16", "data.toy_task=copy", f"train.out_dir={tmp_path}"])
+    result = run_training(cfg)
+    first = sum(r["loss"] for r in result.history[:5]) / 5
+    last = sum(r["loss"] for r in result.history[-5:]) / 5
+    assert last < 0.8 * first
+    gen = TextGenerator.load(str(result.model_dir))
+    assert gen.meta.block_size == 4 and gen.backbone.block_size == 4
+    opts = DecodeOptions(mode="diffusion", max_new_tokens=12, steps=12, threshold=0.9)
+    ids = gen.generate_ids([gen.encode_prompt("copy : 1 2 3", chat=False)], opts)[0][0]
+    assert gen.tokenizer.mask_token_id not in ids and len(ids) <= 12
+    ft = finetune_config(str(result.model_dir), "squad", "diffusion", str(tmp_path / "ft"))
+    assert ft.objective.block_size == 4 and ft.objective.anneal_steps == 0
