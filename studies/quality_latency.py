@@ -1,0 +1,168 @@
+"""Quality against latency: AR greedy and masked-diffusion decodings of the same model size.
+
+For a diffusion model fine-tuned on SQuAD (and, optionally, its AR counterpart and a block
+diffusion model), each decoding method answers the same dev questions; every point records
+SQuAD F1, seconds per answer, and tokens per forward pass over the target (answer tokens /
+target passes; AR is 1 by definition). A continuation set (``studies/diffusion_samples.py``'s
+prompts) is decoded by the same methods and scored by the original AR model's NLL per token.
+Writes one JSON file (``*quality*.json``) and one PNG curve.
+
+    python studies/quality_latency.py --diffusion runs/squad-diff/model --ar runs/squad-ar/model \
+        --block runs/squad-block/model --limit 200 --out studies/results/quality_latency.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ar2diff.atomic import write_json_atomic
+from ar2diff.decoding import DecodeOptions
+from ar2diff.evaluation.run import evaluate_model
+from ar2diff.generation import TextGenerator
+
+CONTINUATION_PROMPTS = [
+    "It was a dark and stormy night, and the old house",
+    "She opened the door and",
+    "Once upon a time, there was a",
+    "The old man looked at the sea and",
+    "He picked up the letter and",
+]
+
+# (name, mode, decoding fields); steps = 0 stands for "one step per target position"
+METHODS = [
+    ("masked, 1 token/step", {"block_length": 0}),
+    ("masked, blocks of 4", {"block_length": 4}),
+    ("threshold 0.9, blocks of 4", {"block_length": 4, "threshold": 0.9}),
+    ("threshold 0.7, blocks of 4", {"block_length": 4, "threshold": 0.7}),
+    ("threshold 0.5, blocks of 4", {"block_length": 4, "threshold": 0.5}),
+]
+
+
+class Counter:
+    """Counts the target forward passes and the answer tokens of a generator's decodes."""
+
+    def __init__(self, gen: TextGenerator):
+        self.passes = self.tokens = 0
+        bb = gen.backbone
+        for name in ("hidden_from_prefix", "logits_from_prefix", "extend_prefix"):
+            original = getattr(bb, name)
+
+            def counted(*a, _original=original, **k):
+                self.passes += 1
+                return _original(*a, **k)
+
+            setattr(bb, name, counted)
+        generate_ids = gen.generate_ids
+
+        def counted_ids(inputs, opts):
+            out = generate_ids(inputs, opts)
+            self.tokens += sum(len(s) + 1 for row in out for s in row)  # + the end token
+            return out
+
+        gen.generate_ids = counted_ids
+
+    def reset(self) -> None:
+        self.passes = self.tokens = 0
+
+
+@torch.no_grad()
+def ar_nll(scorer: TextGenerator, prompt: str, text: str) -> float | None:
+    """Mean NLL per token of ``text`` after ``prompt`` under the scorer (causal)."""
+    tok = scorer.tokenizer
+    p_ids, t_ids = tok.encode(prompt, add_special_tokens=False), tok.encode(text, add_special_tokens=False)
+    if not t_ids:
+        return None
+    logits = scorer.backbone.model(input_ids=torch.tensor([p_ids + t_ids])).logits[0].float()
+    return float(torch.nn.functional.cross_entropy(logits[len(p_ids) - 1:-1], torch.tensor(t_ids)))
+
+
+def point(name: str, gen: TextGenerator, counter: Counter | None, opts: DecodeOptions,
+          args: argparse.Namespace, scorer: TextGenerator | None) -> dict:
+    """One method: F1 on the questions, seconds per answer, tokens per forward, continuation NLL."""
+    if counter:
+        counter.reset()
+    res = evaluate_model(gen, args.task, opts, split="test", limit=args.limit,
+                         batch_size=args.batch_size, progress=False)
+    n = res["num_examples"]
+    row = {"method": name, "f1": res["metrics"].get("f1"), "num_examples": n,
+           "seconds_per_answer": res["seconds"] / n,
+           "tokens_per_forward": 1.0 if counter is None else counter.tokens / max(counter.passes, 1),
+           "decoding": {k: v for k, v in dataclasses.asdict(opts).items() if v is not None}}
+    if scorer is not None:
+        cont = dataclasses.replace(opts, max_new_tokens=args.continuation_tokens, chat=False)
+        start = time.perf_counter()
+        texts = [o[0] for o in gen.generate(CONTINUATION_PROMPTS, cont)]
+        nll = [x for x in (ar_nll(scorer, p, t) for p, t in zip(CONTINUATION_PROMPTS, texts,
+                                                                strict=True)) if x is not None]
+        row.update(continuation_nll=sum(nll) / len(nll) if nll else None,
+                   continuation_seconds=time.perf_counter() - start,
+                   continuation_samples=dict(zip(CONTINUATION_PROMPTS, texts, strict=True)))
+    print(json.dumps({k: v for k, v in row.items() if k != "continuation_samples"}), flush=True)
+    return row
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """F1 against seconds per answer, one labelled point per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        ax.scatter(r["seconds_per_answer"], r["f1"])
+        ax.annotate(f"{r['method']} ({r['tokens_per_forward']:.1f} tok/pass)",
+                    (r["seconds_per_answer"], r["f1"]), fontsize=7, xytext=(4, 2),
+                    textcoords="offset points")
+    ax.set_xlabel("seconds per answer")
+    ax.set_ylabel("SQuAD F1")
+    ax.set_title(f"quality against latency ({rows[0]['num_examples']} questions)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--diffusion", required=True, help="masked-diffusion model fine-tuned on the task")
+    p.add_argument("--ar", help="AR model of the same size fine-tuned on the task (greedy point)")
+    p.add_argument("--block", help="block-diffusion model fine-tuned on the task")
+    p.add_argument("--scorer", help="AR model scoring continuations (e.g. smollm2-135m)")
+    p.add_argument("--task", default="squad")
+    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--continuation-tokens", type=int, default=32)
+    p.add_argument("--out", default="studies/results/quality_latency.json")
+    args = p.parse_args()
+    scorer = TextGenerator.load(args.scorer, args.dtype) if args.scorer else None
+    rows = []
+    if args.ar:
+        rows.append(point("AR greedy", TextGenerator.load(args.ar, args.dtype), None,
+                          DecodeOptions(mode="ar"), args, scorer))
+    gen = TextGenerator.load(args.diffusion, args.dtype)
+    counter, length = Counter(gen), gen.meta.target_length
+    for name, fields in METHODS:
+        opts = DecodeOptions(mode="diffusion", steps=length, **fields)
+        rows.append(point(name, gen, counter, opts, args, scorer))
+    if args.block:
+        block = TextGenerator.load(args.block, args.dtype)
+        for name, fields in (("block diffusion", {}), ("block diffusion, threshold 0.9",
+                                                        {"threshold": 0.9})):
+            opts = DecodeOptions(mode="diffusion", steps=block.meta.target_length, **fields)
+            rows.append(point(name, block, Counter(block), opts, args, scorer))
+    out = Path(args.out)
+    write_json_atomic(out, {"task": args.task, "limit": args.limit, "dtype": args.dtype,
+                            "models": {"diffusion": args.diffusion, "ar": args.ar,
+                                       "block": args.block, "scorer": args.scorer},
+                            "points": rows})
+    plot(rows, out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()
