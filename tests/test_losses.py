@@ -127,6 +127,22 @@ def test_sundae_unrolled_second_pass_uses_argmax_without_gradient():
     assert all(p.grad is not None for p in bb.model.parameters() if p.requires_grad)
 
 
+def test_sundae_unrolled_second_pass_can_be_fed_a_sample_batch_independently():
+    bb = Backbone(tiny_model("llama"))
+    batch = _batch()
+    gens = lambda: [example_generator(0, i) for i in range(2)]  # noqa: E731
+    noise = UniformNoise(40, unroll=2, unroll_input="sample")
+    total, _ = noise.loss(bb, batch, gens(), False, "diffusion")
+    again, _ = noise.loss(bb, batch, gens(), False, "diffusion")
+    argmax, _ = UniformNoise(40, unroll=2).loss(bb, batch, gens(), False, "diffusion")
+    assert float(total) == float(again) and float(total) != pytest.approx(float(argmax), rel=1e-4)
+    rows = [collate([ex], 0) for ex in (Example((1, 5, 6), (7, 8, 9, 0, 0)),
+                                        Example((1, 4), (3, 7, 0, 0, 0)))]
+    alone = [noise.loss(bb, rows[i], [example_generator(0, i)], False, "diffusion")[0]
+             for i in range(2)]  # each row's sample comes from its own generator only
+    assert float(total) == pytest.approx(float(alone[0] + alone[1]), rel=1e-5)
+
+
 def test_mask_corruption_rate_and_determinism():
     targets = torch.arange(10, 10 + 200).repeat(300, 1)
     gens = [example_generator(3, i) for i in range(300)]

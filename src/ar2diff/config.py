@@ -67,6 +67,7 @@ class ObjectiveConfig:
     input_attention: str = "prefix"  # how the input attends to itself: prefix (both ways) | causal
     noise: str = "uniform"  # diffusion: a process of ar2diff.noise: uniform (SUNDAE) | mask
     unroll: int = 2  # SUNDAE L(1:unroll); 1 = single pass (uniform noise only)
+    unroll_input: str = "argmax"  # SUNDAE: later passes are fed the argmax or a sample (original)
     shift: bool = False  # diffusion: position i predicts token i+1, as an AR head
     anneal_steps: int = 0  # diffusion: anneal attention from causal to bidirectional over K steps
     block_size: int = 0  # diffusion: > 0 trains block diffusion (BD3-LM) with blocks of this size
@@ -131,6 +132,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "objective.kind": ("ar", "diffusion"),
     "objective.format": ("causal", "prefix", "span", "task"),
     "objective.input_attention": ("causal", "prefix"),
+    "objective.unroll_input": ("argmax", "sample"),
     "optim.decay": ("cosine", "linear", "constant"),
     "train.parallel": ("ddp", "fsdp"),
 }

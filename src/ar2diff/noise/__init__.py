@@ -20,6 +20,7 @@ def noise_class(name: str) -> type[NoiseProcess]:
     return REGISTRY[name]
 
 
-def noise_for(meta: ModelMeta, vocab_size: int, unroll: int = 1) -> NoiseProcess:
+def noise_for(meta: ModelMeta, vocab_size: int, unroll: int = 1,
+              unroll_input: str = "argmax") -> NoiseProcess:
     """The process a diffusion model was trained with (uniform for models that name none)."""
-    return noise_class(meta.noise or "uniform").from_meta(meta, vocab_size, unroll)
+    return noise_class(meta.noise or "uniform").from_meta(meta, vocab_size, unroll, unroll_input)

@@ -71,8 +71,10 @@ class NoiseProcess(ABC):
 
     @classmethod
     @abstractmethod
-    def from_meta(cls, meta: ModelMeta, vocab_size: int, unroll: int = 1) -> NoiseProcess:
-        """The process for a model with this metadata (``vocab_size``: its tokenizer's size)."""
+    def from_meta(cls, meta: ModelMeta, vocab_size: int, unroll: int = 1,
+                  unroll_input: str = "argmax") -> NoiseProcess:
+        """The process for a model with this metadata (``vocab_size``: its tokenizer's size;
+        ``unroll`` / ``unroll_input``: the training objective's, where the process uses them)."""
 
     # ---- training ------------------------------------------------------------------------
 

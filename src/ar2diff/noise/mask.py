@@ -135,7 +135,8 @@ class MaskNoise(NoiseProcess):
         return dataclasses.replace(meta, mask_id=add_mask_token(model, tokenizer))
 
     @classmethod
-    def from_meta(cls, meta: ModelMeta, vocab_size: int, unroll: int = 1) -> MaskNoise:
+    def from_meta(cls, meta: ModelMeta, vocab_size: int, unroll: int = 1,
+                  unroll_input: str = "argmax") -> MaskNoise:
         if meta.mask_id is None:
             raise Ar2DiffError("this model uses mask noise but its ar2diff.json names no mask_id; "
                                "re-save it with ar2diff or set the mask token's id there")

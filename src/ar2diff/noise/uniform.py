@@ -35,18 +35,20 @@ class UniformNoise(NoiseProcess):
 
     name = "uniform"
 
-    def __init__(self, vocab_size: int, unroll: int = 2):
-        self.vocab_size, self.unroll = vocab_size, unroll
+    def __init__(self, vocab_size: int, unroll: int = 2, unroll_input: str = "argmax"):
+        self.vocab_size, self.unroll, self.unroll_input = vocab_size, unroll, unroll_input
 
     @classmethod
-    def from_meta(cls, meta: ModelMeta, vocab_size: int, unroll: int = 1) -> UniformNoise:
-        return cls(meta.noise_vocab or vocab_size, unroll)
+    def from_meta(cls, meta: ModelMeta, vocab_size: int, unroll: int = 1,
+                  unroll_input: str = "argmax") -> UniformNoise:
+        return cls(meta.noise_vocab or vocab_size, unroll, unroll_input)
 
     def loss(self, backbone: Backbone, batch: Batch, generators: list[torch.Generator],
              shift: bool, layout: str,
              anneal: tuple[float, torch.Generator] | None = None) -> tuple[torch.Tensor, int]:
         fed = uniform_corrupt(batch.target_ids, self.vocab_size, generators)
-        return sundae_loss(backbone, batch, fed, self.unroll, shift, anneal, layout)
+        return sundae_loss(backbone, batch, fed, self.unroll, shift, anneal, layout,
+                           self.unroll_input, generators)
 
     def initial_canvas(self, uniforms: torch.Tensor) -> torch.Tensor:
         return (uniforms * self.vocab_size).long().clamp(max=self.vocab_size - 1)

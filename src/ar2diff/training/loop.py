@@ -99,7 +99,8 @@ class Trainer:
         self.config, self.tokenizer, self.source = config, tokenizer, source
         self.out = Path(config.train.out_dir)
         self.meta = meta.for_run(config)
-        self.noise = (noise_for(self.meta, len(tokenizer), config.objective.unroll)
+        o = config.objective
+        self.noise = (noise_for(self.meta, len(tokenizer), o.unroll, o.unroll_input)
                       if self.meta.mode == "diffusion" else None)
         self.backbone = Backbone(model.to(resolve_device(config.train.device)),
                                  self.meta.block_size)
