@@ -271,3 +271,22 @@ def test_step_hook_sees_every_canvas_and_the_last_is_the_result():
     assert [(i, s) for i, s, _ in seen] == [(i, s) for i in range(2) for s in range(4)]
     assert [int((c == 39).sum()) for i, s, c in seen if i == 0] == [8, 4, 2, 0]
     assert res == diffusion_generate(bb, PROMPTS[:2], cfg, MaskNoise(39), PAD, EOS)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "sample"])
+def test_token_hook_sees_every_token_and_can_stop(strategy):
+    bb = Backbone(tiny_model("llama"))
+    cfg = ARSampling(strategy=strategy, max_new_tokens=8, completions=2, seed=1)
+    seen = []
+    out = ar_generate(bb, PROMPTS, cfg, EOS, PAD, on_token=lambda t, tok: seen.append(tok.tolist()))
+    assert out == ar_generate(bb, PROMPTS, cfg, EOS, PAD)
+    rows = [c for per_input in out for c in per_input]
+    for r, row in enumerate(rows):
+        assert [step[r] for step in seen][: len(row)] == row
+
+    def stop(t, tok):
+        if t == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ar_generate(bb, PROMPTS, cfg, EOS, PAD, on_token=stop)

@@ -1,0 +1,109 @@
+"""Diffusion decoding of several requests in shared forward passes (the server's batching).
+
+:func:`ar2diff.sampling.diffusion.diffusion_generate` runs each input in passes of its own,
+because padding prompts to a common width changes attention's rounding. Requests whose prompts
+have the same number of tokens need no padding: their rows (N candidates each) are stacked into
+one pass per step, and every row keeps its own keyed draws (its request's seed and prompt key).
+Only the number of rows of each matrix product changes, which ``tests/test_serve.py`` checks
+leaves every row's tokens as they are alone, in float32 and bfloat16.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import torch
+
+from ar2diff.data.batching import Example, collate
+from ar2diff.models.backbone import Backbone, PrefixState
+from ar2diff.noise.base import NoiseProcess
+from ar2diff.rng import keyed_uniform, prompt_key
+from ar2diff.sampling.diffusion import (
+    CANVAS,
+    DRAW,
+    DiffusionResult,
+    DiffusionSampling,
+    StepHook,
+    _result,
+    _step,
+    diffusion_generate,
+)
+
+
+def can_share(cfg: DiffusionSampling) -> bool:
+    """Whether inputs decoded with ``cfg`` may share passes (early stopping ends inputs apart)."""
+    return not cfg.early_stop
+
+
+@torch.no_grad()
+def diffusion_generate_group(
+    backbone: Backbone,
+    inputs: Sequence[Sequence[int]],
+    seeds: Sequence[int],
+    cfg: DiffusionSampling,
+    noise: NoiseProcess,
+    pad_id: int,
+    eos_id: int,
+    on_step: StepHook | None = None,
+) -> list[DiffusionResult]:
+    """Denoise ``inputs`` (all of one length) together, input ``i`` with seed ``seeds[i]``.
+
+    The same results as :func:`diffusion_generate` gives each input alone with its seed.
+    ``on_step(i, step, canvas [N, L])`` sees each input's canvas after every step. Inputs of
+    different lengths, or options that end inputs apart, are decoded one after another.
+    Raising from ``on_step`` ends decoding.
+    """
+    if len({len(x) for x in inputs}) > 1 or not can_share(cfg) or backbone.is_encoder_decoder:
+        return _one_by_one(backbone, inputs, seeds, cfg, noise, pad_id, eos_id, on_step)
+    n, length, device = cfg.candidates, cfg.target_length, backbone.device
+    state = stack_states([_encode(backbone, x, cfg.layout, pad_id) for x in inputs]).repeat_interleave(n)
+    keys = [prompt_key(x) for x in inputs]
+    cand = torch.arange(n, device=device)[:, None]
+    pos = torch.arange(length, device=device)[None, :]
+
+    def uniforms(purpose: int, step: int) -> torch.Tensor:
+        return torch.cat([keyed_uniform(seed, key, purpose, step, cand, pos)
+                          for seed, key in zip(seeds, keys, strict=True)])
+
+    x = noise.initial_canvas(uniforms(CANVAS, 0))
+    logp = torch.zeros(x.shape, device=device)
+    steps = 0
+    for s, step in enumerate(noise.schedule(cfg.steps, length, cfg.block_length)):
+        drawn, drawn_logp = _step(backbone, state, x, uniforms(DRAW, s), cfg, noise)
+        x, logp = noise.update(x, drawn, drawn_logp, logp, step)
+        steps += 1
+        if on_step is not None:
+            for i in range(len(inputs)):
+                on_step(i, s, x[i * n:(i + 1) * n])
+    stops = {pad_id, eos_id}
+    return [_result(x[i * n:(i + 1) * n], logp[i * n:(i + 1) * n], steps, stops)
+            for i in range(len(inputs))]
+
+
+def _encode(backbone: Backbone, prompt: Sequence[int], layout: str, pad_id: int) -> PrefixState:
+    """One prompt's state, computed alone (a product over a few prompt rows rounds differently
+    with more rows beside them)."""
+    batch = collate([Example(tuple(prompt), ())], pad_id)
+    return backbone.encode_prefix(batch.input_ids, batch.input_mask, layout)
+
+
+def stack_states(states: list[PrefixState]) -> PrefixState:
+    """Decoder-only prefix states of one width, stacked along the batch (their caches too)."""
+    first = states[0]
+    for i, layer in enumerate(first.cache.layers):
+        layer.keys = torch.cat([s.cache.layers[i].keys for s in states])
+        layer.values = torch.cat([s.cache.layers[i].values for s in states])
+    return PrefixState(
+        input_mask=torch.cat([s.input_mask for s in states]), cache=first.cache,
+        roles=torch.cat([s.roles for s in states]),
+        last_hidden=torch.cat([s.last_hidden for s in states]),
+    )
+
+
+def _one_by_one(backbone, inputs, seeds, cfg, noise, pad_id, eos_id, on_step):
+    out = []
+    for i, (x, seed) in enumerate(zip(inputs, seeds, strict=True)):
+        hook = None if on_step is None else (lambda _, s, c, i=i: on_step(i, s, c))
+        out += diffusion_generate(backbone, [x], replace(cfg, seed=seed), noise, pad_id, eos_id, hook)
+    return out
