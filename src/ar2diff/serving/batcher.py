@@ -92,6 +92,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._closed = False
         self.groups: list[int] = []  # size of every group run (for tests and benchmarks)
+        self.abandoned = 0  # groups stopped because every request in them was cancelled
         self._thread = threading.Thread(target=self._work, name="ar2diff-batcher", daemon=True)
         self._thread.start()
 
@@ -144,6 +145,11 @@ class Batcher:
         try:
             runner = self._ar if group[0].opts.mode == "ar" else self._diffusion
             results = runner(group)
+        except Abandoned as exc:
+            self.abandoned += 1
+            for job in group:
+                job.future.set_exception(exc)
+            return
         except Exception as exc:  # noqa: BLE001  (handed to every waiting request)
             for job in group:
                 if not job.future.done():
