@@ -347,6 +347,8 @@ def _configure_serve(p: argparse.ArgumentParser) -> None:
                    help="most new tokens / diffusion positions a request may ask for (default 1024)")
     p.add_argument("--timeout", type=float, default=300.0,
                    help="seconds a request may take, waiting included (default 300)")
+    p.add_argument("--batch-wait", type=float, default=0.02,
+                   help="seconds to wait for more requests to join a batch (default 0.02)")
     _add_placement(p, "weights' dtype (default: an ar2diff folder's own, else float32)")
 
 
@@ -363,12 +365,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
     for name in ("max_batch", "max_queue", "max_tokens"):
         if getattr(args, name) < 1:
             raise Ar2DiffError(f"--{name.replace('_', '-')} {getattr(args, name)}: use 1 or more")
+    if args.batch_wait < 0:
+        raise Ar2DiffError(f"--batch-wait {args.batch_wait}: use 0 or more seconds")
     if args.timeout <= 0:
         raise Ar2DiffError(f"--timeout {args.timeout}: use a positive number of seconds")
     gen = TextGenerator.load(args.model, args.dtype, args.device)
     settings = ServeSettings(model_name=args.name or args.model, api_key=args.api_key,
                              max_batch=args.max_batch, max_queue=args.max_queue,
-                             max_tokens=args.max_tokens, timeout=args.timeout)
+                             max_tokens=args.max_tokens, timeout=args.timeout,
+                             batch_wait=args.batch_wait)
     print(f"serving {settings.model_name} on http://{args.host}:{args.port}/ (OpenAI API under /v1)")
     uvicorn.run(create_app(gen, settings), host=args.host, port=args.port, log_level="warning")
 

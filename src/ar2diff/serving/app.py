@@ -45,6 +45,7 @@ class ServeSettings:
     max_queue: int = 64
     max_tokens: int = 1024  # the most new tokens (AR) or target positions (diffusion) a request gets
     timeout: float = 300.0  # seconds a request may take, waiting included
+    batch_wait: float = 0.02  # seconds the worker waits for more requests to join a group
 
 
 class ApiError(Exception):
@@ -66,7 +67,7 @@ def _error_response(err: ApiError) -> JSONResponse:
 
 def create_app(gen: TextGenerator, settings: ServeSettings) -> FastAPI:
     """The ASGI app serving ``gen`` (its batcher stops when the app shuts down)."""
-    batcher = Batcher(gen, settings.max_batch, settings.max_queue)
+    batcher = Batcher(gen, settings.max_batch, settings.max_queue, settings.batch_wait)
     server = _Server(gen, settings, batcher)
     app = FastAPI(title="ar2diff", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.batcher = batcher

@@ -86,7 +86,7 @@ class Batcher:
     """A worker thread that decodes waiting jobs in groups of up to ``max_batch``."""
 
     def __init__(self, gen: TextGenerator, max_batch: int = 8, max_queue: int = 64,
-                 batch_wait: float = 0.005):
+                 batch_wait: float = 0.02):
         self.gen, self.max_batch, self.max_queue, self.batch_wait = gen, max_batch, max_queue, batch_wait
         self._queue: deque[tuple[tuple, Job]] = deque()
         self._cond = threading.Condition()
@@ -124,7 +124,7 @@ class Batcher:
                 self._cond.wait()
             if self._closed:
                 return None
-        time.sleep(self.batch_wait)  # let requests sent together arrive together
+        self._gather()
         with self._cond:
             key, first = self._queue.popleft()
             group = [first]
@@ -139,6 +139,17 @@ class Batcher:
             if job not in live and not job.future.done():
                 job.future.set_exception(Abandoned("cancelled before it started"))
         return live
+
+    def _gather(self) -> None:
+        """Wait up to ``batch_wait`` for jobs that may join the oldest one, until a group is full
+        (clients whose answers just came back send their next requests meanwhile)."""
+        end = time.monotonic() + self.batch_wait
+        while time.monotonic() < end:
+            with self._cond:
+                key = self._queue[0][0]
+                if sum(k == key for k, _ in self._queue) >= self.max_batch:
+                    return
+            time.sleep(min(0.002, self.batch_wait))
 
     def _run(self, group: list[Job]) -> None:
         self.groups.append(len(group))
