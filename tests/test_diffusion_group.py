@@ -66,3 +66,14 @@ def test_the_step_record_replays_a_masked_decoding():
     assert min(min(r) for r in record.last_change()) == 1
     best = res.all_scores.index(res.score)
     assert res.all_samples[best] == res.tokens
+
+
+def test_a_few_rows_per_input_run_one_by_one():
+    bb = Backbone(tiny_model("llama"))
+    cfg = DiffusionSampling(steps=2, candidates=1, target_length=4, temperature=1.0)
+    order = []
+    got = diffusion_generate_group(bb, SAME_LENGTH[:2], [0, 1], cfg, MaskNoise(39), PAD, EOS,
+                                   on_step=lambda i, s, c: order.append(i))
+    assert order == [0, 0, 1, 1]  # input by input, not step by step
+    assert got[1].all_samples == diffusion_generate(bb, SAME_LENGTH[1:2], replace(cfg, seed=1),
+                                                    MaskNoise(39), PAD, EOS)[0].all_samples

@@ -382,3 +382,34 @@ def test_the_page_shows_every_diffusion_step(live, tmp_path):
             page.screenshot(path=str(tmp_path / "page.png"))
         finally:
             browser.close()
+
+
+# ---- the real model (slow) -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_openai_client_on_smollm2_in_both_modes():
+    from ar2diff.models.hub import ModelDownloadError
+
+    try:
+        smollm2 = TextGenerator.load("smollm2-135m", device="cpu")
+    except ModelDownloadError as err:
+        pytest.skip(f"smollm2-135m is not cached and could not be fetched: {err}")
+    settings = ServeSettings(model_name="smollm2-135m", timeout=600)
+    with LiveServer(create_app(smollm2, settings)) as server:
+        client = server.client()
+        question = [{"role": "user", "content": "What is the capital of France?"}]
+        ar = client.chat.completions.create(model="smollm2-135m", messages=question, max_tokens=16,
+                                            extra_body={"mode": "ar"})
+        assert "Paris" in ar.choices[0].message.content
+        for mode in MODES:
+            extra = {"mode": mode, "steps": 4, "candidates": 2, "seed": 1}
+            done = client.completions.create(model="smollm2-135m", prompt="The capital of France is",
+                                             max_tokens=8, extra_body=extra)
+            assert done.usage.completion_tokens > 0 and done.choices[0].text
+            chat = client.chat.completions.create(model="smollm2-135m", messages=question,
+                                                  max_tokens=8, extra_body=extra)
+            chunks = list(client.chat.completions.create(model="smollm2-135m", messages=question,
+                                                         max_tokens=8, stream=True, extra_body=extra))
+            streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            assert streamed == chat.choices[0].message.content and chunks[-1].usage.total_tokens > 0

@@ -4,8 +4,10 @@
 because padding prompts to a common width changes attention's rounding. Requests whose prompts
 have the same number of tokens need no padding: their rows (N candidates each) are stacked into
 one pass per step, and every row keeps its own keyed draws (its request's seed and prompt key).
-Only the number of rows of each matrix product changes, which ``tests/test_serve.py`` checks
-leaves every row's tokens as they are alone, in float32 and bfloat16.
+Only the number of rows of each matrix product changes; with at least :data:`MIN_ROWS` rows
+per input that leaves every row's result bit for bit as it is alone on the CPU
+(``tests/test_diffusion_group.py`` checks samples and scores in float32 and bfloat16; on a GPU
+the kernels a row count selects may round differently, which the same test would show there).
 """
 
 from __future__ import annotations
@@ -30,10 +32,14 @@ from ar2diff.sampling.diffusion import (
     diffusion_generate,
 )
 
+MIN_ROWS = 16  # fewer rows than this per input: CPU matrix kernels round them by the row count
+
 
 def can_share(cfg: DiffusionSampling) -> bool:
-    """Whether inputs decoded with ``cfg`` may share passes (early stopping ends inputs apart)."""
-    return not cfg.early_stop
+    """Whether inputs decoded with ``cfg`` may share passes: not with early stopping (it ends
+    inputs apart), nor with fewer than :data:`MIN_ROWS` target positions per input (products of
+    a few rows round differently with more rows beside them)."""
+    return not cfg.early_stop and cfg.candidates * cfg.target_length >= MIN_ROWS
 
 
 @torch.no_grad()

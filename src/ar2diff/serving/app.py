@@ -225,8 +225,13 @@ class _Server:
         queues = [asyncio.Queue() for _ in inputs]
         jobs = [Job(ids, opts, on_event=_sink(loop, q) if body.stream else None)
                 for ids, q in zip(inputs, queues, strict=True)]
-        for job in jobs:
-            self.submit(job)
+        try:
+            for job in jobs:
+                self.submit(job)
+        except ApiError:
+            for job in jobs:
+                job.cancelled.set()
+            raise
         reply = _Reply(self, body.model, chat, opts, inputs)
         if body.stream:
             for job, q in zip(jobs, queues, strict=True):

@@ -196,7 +196,8 @@ class Batcher:
         def on_step(m: int, step: int, canvas: torch.Tensor) -> None:
             self._check(group)
             job, k = members[m]
-            job.emit({"kind": "step", "completion": k, "step": step, "canvas": canvas.tolist()})
+            if job.on_event is not None:  # a host read per step only for those who watch
+                job.emit({"kind": "step", "completion": k, "step": step, "canvas": canvas.tolist()})
 
         res = diffusion_generate_group(
             gen.backbone, [job.ids for job, _ in members], [job.opts.seed + k for job, k in members],
