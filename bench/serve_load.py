@@ -117,11 +117,17 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}/v1/completions"
     batcher = app.state.batcher
     _post(url, _bodies(1, ["diffusion"], args)[0])  # warm up
-    phases = {
-        "diffusion_c1": _phase(url, _bodies(args.requests_at_1, ["diffusion"], args), 1, batcher),
-        "diffusion_c8": _phase(url, _bodies(args.diffusion_requests, ["diffusion"], args), 8, batcher),
-        "mixed_c8": _phase(url, _bodies(args.requests, ["ar", "diffusion"], args, 1000), 8, batcher),
+    plan = {
+        "diffusion_c1": (_bodies(args.requests_at_1, ["diffusion"], args), 1),
+        "diffusion_c8": (_bodies(args.diffusion_requests, ["diffusion"], args), 8),
+        "mixed_c8": (_bodies(args.requests, ["ar", "diffusion"], args, 1000), 8),
     }
+    phases = {}
+    for name, (bodies, concurrency) in plan.items():
+        phases[name] = _phase(url, bodies, concurrency, batcher)
+        print(name, {k: phases[name][k] for k in ("requests", "errors", "requests_per_s",
+                                                  "latency_p50_s", "latency_p95_s", "group_sizes")},
+              flush=True)
     server.should_exit = True
     speedup = phases["diffusion_c8"]["requests_per_s"] / phases["diffusion_c1"]["requests_per_s"]
     result = {
@@ -136,9 +142,6 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(args.out), result)
     print(json.dumps({k: v for k, v in result.items() if k != "phases"}, indent=1))
-    for name, ph in phases.items():
-        print(name, {k: ph[k] for k in ("requests", "errors", "requests_per_s", "latency_p50_s",
-                                        "latency_p95_s", "group_sizes")})
 
 
 if __name__ == "__main__":
