@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import socket
 import statistics
@@ -115,6 +116,7 @@ def main() -> None:
     while not server.started:
         time.sleep(0.05)
     url = f"http://127.0.0.1:{port}/v1/completions"
+    load_before = os.getloadavg()
     batcher = app.state.batcher
     _post(url, _bodies(1, ["diffusion"], args)[0])  # warm up
     plan = {
@@ -135,6 +137,7 @@ def main() -> None:
         "cpu_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
         "diffusion": {"steps": args.steps, "candidates": args.candidates, "target_length": args.tokens},
         "ar": {"max_tokens": args.tokens, "strategy": "greedy"},
+        "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "max_batch": args.max_batch, "batch_wait_s": args.batch_wait, "prompts": TEMPLATE, "phases": phases,
         "diffusion_throughput_c8_over_c1": round(speedup, 3),
         "ar2diff_version": version(), "commit": git_commit(),
