@@ -108,7 +108,7 @@ def test_generate_shows_every_step(tmp_path, capsys, mode):
     assert lines[-1] + "\n" == plain  # the same completion, after its steps
     if mode == "diffusion":
         assert [s.split(":")[0] for s in steps] == ["step   1", "step   2", "step   3"]
-        assert steps[0].count("_") == 4 and "_" not in steps[-1]  # 6 positions, 2 revealed a step
+        assert steps[0].count("░") == 4 and "░" not in steps[-1]  # 6 positions, 2 revealed a step
         assert steps[0].count("[") == 2  # the changed tokens are marked
     else:
         assert 1 <= len(steps) <= 6 and all(s.count("[") == 1 for s in steps)

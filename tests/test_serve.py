@@ -60,8 +60,8 @@ class LiveServer:
         self.server.should_exit = True
         self.thread.join(timeout=30)
 
-    def client(self, key: str = KEY):
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=60)
+    def client(self, key: str = KEY, timeout: float = 60):
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=timeout)
 
     def request(self, method: str, path: str, body: bytes | dict | None = None,
                 key: str | None = KEY, timeout: float = 60) -> tuple[int, dict | str]:
@@ -397,7 +397,7 @@ def test_openai_client_on_smollm2_in_both_modes():
         pytest.skip(f"smollm2-135m is not cached and could not be fetched: {err}")
     settings = ServeSettings(model_name="smollm2-135m", timeout=600)
     with LiveServer(create_app(smollm2, settings)) as server:
-        client = server.client()
+        client = server.client(timeout=600)
         question = [{"role": "user", "content": "What is the capital of France?"}]
         ar = client.chat.completions.create(model="smollm2-135m", messages=question, max_tokens=16,
                                             extra_body={"mode": "ar"})

@@ -205,6 +205,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
 cmd_generate.configure = _configure_generate
 
 
+MASK_SHOWN = "░"  # a masked position in --show-steps
+
+
 def _show_steps(gen, args: argparse.Namespace) -> None:
     from ar2diff.sampling.steps import BLANK, format_steps
 
@@ -217,7 +220,9 @@ def _show_steps(gen, args: argparse.Namespace) -> None:
     mask = getattr(gen.noise, "mask_id", None) if gen.mode(opts) == "diffusion" else None
 
     def token_text(tok: int) -> str:
-        return "_" if tok in (BLANK, mask) else gen.tokenizer.decode([tok])
+        if tok == BLANK:  # AR: not generated yet
+            return ""
+        return MASK_SHOWN if tok == mask else gen.tokenizer.decode([tok])
 
     for line in format_steps(record, token_text, row, colour=sys.stdout.isatty()):
         print(line)
