@@ -31,3 +31,26 @@ def toy_tokenizer():
 @pytest.fixture
 def toy_ids(toy_tokenizer):
     return special_ids(toy_tokenizer)
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% endfor %}"
+                 "{% if add_generation_prompt %}assistant :{% endif %}")
+
+
+def save_tiny_model_folder(path, steps: int = 4, candidates: int = 2, length: int = 8):
+    """A tiny random Llama with a toy tokenizer (and a chat template) saved as an ar2diff model
+    folder for masked diffusion; AR decoding of it works too."""
+    from ar2diff.decoding import DecodingDefaults
+    from ar2diff.models.checkpoint import save_model
+    from ar2diff.models.meta import ModelMeta
+    from ar2diff.noise.mask import MaskNoise
+
+    tokenizer = word_level(toy_vocabulary(), n_sentinels=4)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    model = tiny_model("llama", vocab=len(tokenizer))
+    meta = ModelMeta(mode="diffusion", layout="diffusion", shift=True, noise="mask",
+                     target_length=length,
+                     decoding=DecodingDefaults(steps=steps, candidates=candidates, max_new_tokens=length,
+                                               temperature=1.0))
+    meta = MaskNoise.prepare(model, tokenizer, meta)
+    return save_model(path, model, tokenizer, meta)

@@ -91,3 +91,29 @@ def test_toy_demo_trains_samples_and_reports_exact_match(tmp_path, capsys):
     out = capsys.readouterr().out
     assert 0.0 <= em <= 1.0 and "exact match on 4 held-out examples" in out
     assert (tmp_path / "toy" / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("mode", ["diffusion", "ar"])
+def test_generate_shows_every_step(tmp_path, capsys, mode):
+    from conftest import save_tiny_model_folder
+
+    folder = str(save_tiny_model_folder(tmp_path / "m", length=6))
+    args = ["generate", "--model", folder, "--prompt", "copy : 1 2", "--mode", mode, "--steps", "3",
+            "--device", "cpu"]
+    assert main(args) == 0
+    plain = capsys.readouterr().out
+    assert main([*args, "--show-steps"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    steps = [line for line in lines if line.startswith("step ")]
+    assert lines[-1] + "\n" == plain  # the same completion, after its steps
+    if mode == "diffusion":
+        assert [s.split(":")[0] for s in steps] == ["step   1", "step   2", "step   3"]
+        assert steps[0].count("░") == 4 and "░" not in steps[-1]  # 6 positions, 2 revealed a step
+        assert steps[0].count("[") == 2  # the changed tokens are marked
+    else:
+        assert 1 <= len(steps) <= 6 and all(s.count("[") == 1 for s in steps)
+
+
+def test_serve_rejects_bad_limits_in_one_line(tmp_path, capsys):
+    assert main(["serve", "--model", str(tmp_path), "--max-batch", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "ar2diff: error: --max-batch 0: use 1 or more"

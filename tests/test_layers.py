@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("sampling", ("ar2diff.sampling",)),
     ("training and generation", ("ar2diff.training", "ar2diff.generation")),
     ("recipes and runs", ("ar2diff.evaluation.run", "ar2diff.recipes", "ar2diff.demo",
-                          "ar2diff.experiments", "ar2diff.speed")),
+                          "ar2diff.experiments", "ar2diff.speed", "ar2diff.serving")),
     ("command line", ("ar2diff.cli",)),
 ]
 

@@ -350,3 +350,22 @@ def test_threshold_needs_masked_noise():
     bb = Backbone(tiny_model("llama"))
     with pytest.raises(ValueError, match="masked noise"):
         diffusion_generate(bb, PROMPTS, DiffusionSampling(threshold=0.9), UniformNoise(40), PAD, EOS)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "sample"])
+def test_token_hook_sees_every_token_and_can_stop(strategy):
+    bb = Backbone(tiny_model("llama"))
+    cfg = ARSampling(strategy=strategy, max_new_tokens=8, completions=2, seed=1)
+    seen = []
+    out = ar_generate(bb, PROMPTS, cfg, EOS, PAD, on_token=lambda t, tok: seen.append(tok.tolist()))
+    assert out == ar_generate(bb, PROMPTS, cfg, EOS, PAD)
+    rows = [c for per_input in out for c in per_input]
+    for r, row in enumerate(rows):
+        assert [step[r] for step in seen][: len(row)] == row
+
+    def stop(t, tok):
+        if t == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ar_generate(bb, PROMPTS, cfg, EOS, PAD, on_token=stop)

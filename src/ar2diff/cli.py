@@ -199,6 +199,9 @@ def _configure_generate(p: argparse.ArgumentParser) -> None:
                    help="ar2diff model folder, HF folder, .gguf file, hub id or smollm2-135m")
     p.add_argument("--prompt", required=True, action="append",
                    help="prompt text (repeat for several prompts)")
+    p.add_argument("--show-steps", action="store_true",
+                   help="print the text after every decoding step, the tokens each step changed "
+                        "highlighted (one prompt and completion; AR: greedy or sampling)")
     _add_decoding(p)
     _add_placement(p, "weights' dtype (default: an ar2diff folder's own, else float32)")
 
@@ -208,6 +211,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from ar2diff.generation import TextGenerator
 
     gen = TextGenerator.load(args.model, args.dtype, args.device)
+    if args.show_steps:
+        _show_steps(gen, args)
+        return
     for prompt, outs in zip(args.prompt, gen.generate(args.prompt, decode_options(args)),
                             strict=True):
         for text in outs:
@@ -215,6 +221,30 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 cmd_generate.configure = _configure_generate
+
+
+MASK_SHOWN = "░"  # a masked position in --show-steps
+
+
+def _show_steps(gen, args: argparse.Namespace) -> None:
+    from ar2diff.sampling.steps import BLANK, format_steps
+
+    if len(args.prompt) != 1:
+        raise Ar2DiffError("--show-steps shows one prompt; pass --prompt once")
+    opts = decode_options(args)
+    if opts.strategy == "beam" and gen.mode(opts) == "ar":
+        raise Ar2DiffError("--show-steps: beam search keeps no step record; use greedy or sample")
+    record, tokens, row = gen.decode_with_steps(gen.encode_prompt(args.prompt[0], opts.chat), opts)
+    mask = getattr(gen.noise, "mask_id", None) if gen.mode(opts) == "diffusion" else None
+
+    def token_text(tok: int) -> str:
+        if tok == BLANK:  # AR: not generated yet
+            return ""
+        return MASK_SHOWN if tok == mask else gen.tokenizer.decode([tok])
+
+    for line in format_steps(record, token_text, row, colour=sys.stdout.isatty()):
+        print(line)
+    print(gen.tokenizer.decode(tokens, skip_special_tokens=True))
 
 
 # ---- evaluate ----------------------------------------------------------------------------------
@@ -319,6 +349,59 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 cmd_bench.configure = _configure_bench
+
+
+# ---- serve ---------------------------------------------------------------------------------------
+
+
+def _configure_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True,
+                   help="ar2diff model folder, HF folder, .gguf file, hub id or smollm2-135m")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this "
+                   "machine only; 0.0.0.0 opens it to the network)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 requests")
+    p.add_argument("--name", help="model id clients send (default: the --model value)")
+    p.add_argument("--max-batch", type=int, default=8,
+                   help="most requests decoded in shared forward passes (default 8)")
+    p.add_argument("--max-queue", type=int, default=64,
+                   help="most requests waiting; more are answered 429 (default 64)")
+    p.add_argument("--max-tokens", type=int, default=1024,
+                   help="most new tokens / diffusion positions a request may ask for (default 1024)")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds a request may take, waiting included (default 300)")
+    p.add_argument("--batch-wait", type=float, default=0.02,
+                   help="seconds to wait for more requests to join a batch (default 0.02)")
+    _add_placement(p, "weights' dtype (default: an ar2diff folder's own, else float32)")
+
+
+@command("serve", "an OpenAI-compatible server (AR and diffusion, streaming) with a step viewer at /")
+def cmd_serve(args: argparse.Namespace) -> None:
+    try:
+        import uvicorn
+
+        from ar2diff.serving.app import ServeSettings, create_app
+    except ImportError as exc:
+        raise Ar2DiffError(f"serve needs the serve extra ({exc}); pip install 'ar2diff[serve]'") from exc
+    from ar2diff.generation import TextGenerator
+
+    for name in ("max_batch", "max_queue", "max_tokens"):
+        if getattr(args, name) < 1:
+            raise Ar2DiffError(f"--{name.replace('_', '-')} {getattr(args, name)}: use 1 or more")
+    if args.batch_wait < 0:
+        raise Ar2DiffError(f"--batch-wait {args.batch_wait}: use 0 or more seconds")
+    if args.timeout <= 0:
+        raise Ar2DiffError(f"--timeout {args.timeout}: use a positive number of seconds")
+    gen = TextGenerator.load(args.model, args.dtype, args.device)
+    settings = ServeSettings(model_name=args.name or args.model, api_key=args.api_key,
+                             max_batch=args.max_batch, max_queue=args.max_queue,
+                             max_tokens=args.max_tokens, timeout=args.timeout,
+                             batch_wait=args.batch_wait)
+    print(f"serving {settings.model_name} on http://{args.host}:{args.port}/ (OpenAI API under /v1)")
+    uvicorn.run(create_app(gen, settings), host=args.host, port=args.port, log_level="warning")
+
+
+cmd_serve.configure = _configure_serve
 
 
 # ---- demo --------------------------------------------------------------------------------------

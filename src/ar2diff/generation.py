@@ -17,6 +17,7 @@ from ar2diff.noise.base import NoiseProcess
 from ar2diff.sampling.autoregressive import ARSampling, ar_generate
 from ar2diff.sampling.block_diffusion import block_generate
 from ar2diff.sampling.diffusion import DiffusionSampling, diffusion_generate
+from ar2diff.sampling.steps import StepRecord, ar_canvas, ar_start, diffusion_start
 from ar2diff.tokenization import special_ids
 
 
@@ -41,9 +42,25 @@ class TextGenerator:
         """Prompt text → ids (through the chat template when asked); checks the length."""
         if not prompt.strip():
             raise Ar2DiffError("the prompt is empty; pass some text with --prompt")
-        ids = self._encode(prompt, chat)
-        limit = getattr(self.backbone.model.config, "max_position_embeddings", None) or getattr(
-            self.backbone.model.config, "n_positions", None)
+        return self._checked(self._encode(prompt, chat))
+
+    def encode_messages(self, messages: list[dict[str, str]]) -> list[int]:
+        """Chat messages (``role``, ``content``) → ids through the chat template, ready for the
+        assistant's answer; checks the length."""
+        tok = self.tokenizer
+        if not getattr(tok, "chat_template", None):
+            raise Ar2DiffError("this model's tokenizer has no chat template; send a plain prompt")
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self._checked(tok.encode(text, add_special_tokens=False))
+
+    @property
+    def max_positions(self) -> int | None:
+        """The most positions (prompt and output) the model takes, if it says."""
+        config = self.backbone.model.config
+        return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+    def _checked(self, ids: list[int]) -> list[int]:
+        limit = self.max_positions
         if limit and len(ids) >= limit:
             raise Ar2DiffError(f"the prompt is too long: {len(ids)} tokens, the model takes at most "
                                f"{limit} positions (prompt and output); shorten it")
@@ -128,6 +145,24 @@ class TextGenerator:
             block_length=d.block_length if opts.block_length is None else opts.block_length,
             **rules,
         )
+
+    def decode_with_steps(self, ids: list[int], opts: DecodeOptions) -> tuple[StepRecord, list[int], int]:
+        """One prompt decoded with a record of every step: ``(record, completion, row)``, the
+        row being the chosen candidate's (AR: greedy or sampling, one completion)."""
+        if self.mode(opts) == "ar":
+            cfg = replace(self.ar_config(opts), completions=1)
+            record = StepRecord(ar_start(1, cfg.max_new_tokens))
+            out = ar_generate(self.backbone, [ids], cfg, self.ids["eos"], self.ids["pad"],
+                              on_token=lambda t, tok: record.add(ar_canvas(record.canvases[-1], t,
+                                                                          tok.tolist())))
+            return record, out[0][0], 0
+        cfg = self.diffusion_config(opts)
+        record = StepRecord(diffusion_start(self.noise, cfg.seed, ids, cfg.candidates,
+                                            cfg.target_length))
+        sample = block_generate if self.backbone.block_size else diffusion_generate
+        res = sample(self.backbone, [ids], cfg, self.noise, self.ids["pad"], self.ids["eos"],
+                     on_step=lambda i, s, c: record.add(c))[0]
+        return record, res.tokens, res.all_scores.index(res.score)
 
     def generate(self, prompts: list[str], opts: DecodeOptions) -> list[list[str]]:
         """Prompts in → ``[prompt][sample]`` texts out."""

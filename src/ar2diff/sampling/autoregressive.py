@@ -12,7 +12,7 @@ token, with a growing cache).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -115,10 +115,18 @@ def _sample(logits: torch.Tensor, cfg: ARSampling, gens: list[torch.Generator]) 
                                                                                      strict=True)])
 
 
+TokenHook = Callable[[int, torch.Tensor], None]
+"""Called after every AR step with (step index, the token each row took ``[rows]``, pad once a
+row has ended); rows are the inputs' completions in order. Raising from it ends decoding."""
+
+
 @torch.no_grad()
 def ar_generate(backbone: Backbone, inputs: Sequence[Sequence[int]], cfg: ARSampling,
-                eos_id: int, pad_id: int) -> list[list[list[int]]]:
-    """``cfg.completions`` continuations per input (token ids, EOS excluded), in input order."""
+                eos_id: int, pad_id: int, on_token: TokenHook | None = None) -> list[list[list[int]]]:
+    """``cfg.completions`` continuations per input (token ids, EOS excluded), in input order.
+
+    ``on_token`` (greedy and sampling) sees each step's tokens; it costs a host read per step.
+    """
     if cfg.strategy not in ("greedy", "sample", "beam"):
         raise ValueError(f"unknown AR strategy {cfg.strategy!r}; use greedy, sample or beam")
     if cfg.strategy == "beam":
@@ -143,6 +151,8 @@ def ar_generate(backbone: Backbone, inputs: Sequence[Sequence[int]], cfg: ARSamp
         tok = torch.where(done, pad_id, tok)
         out[:, t] = tok
         done |= tok == eos_id
+        if on_token is not None:
+            on_token(t, tok.cpu())
         if bool(done.all()) or t + 1 == cfg.max_new_tokens:
             break
         logits = dec.step(tok[:, None])

@@ -202,44 +202,66 @@ def diffusion_generate(
     if backbone.block_size:
         raise ValueError("a block-diffusion model decodes with "
                          "ar2diff.sampling.block_diffusion.block_generate")
-    return [_denoise(backbone, x, cfg, noise, pad_id, eos_id,
-                     None if on_step is None else (lambda s, c, i=i: on_step(i, s, c)))
+    return [denoise_group(backbone, [x], [cfg.seed], encode(backbone, x, cfg.layout, pad_id), cfg,
+                          noise, pad_id, eos_id,
+                          None if on_step is None else (lambda _, s, c, i=i: on_step(i, s, c)))[0]
             for i, x in enumerate(inputs)]
 
 
-def _denoise(backbone: Backbone, prompt: Sequence[int], cfg: DiffusionSampling,
-             noise: NoiseProcess, pad_id: int, eos_id: int,
-             on_step: Callable[[int, torch.Tensor], None] | None = None) -> DiffusionResult:
-    """The N candidates of one input, denoised on the model's device."""
-    n, length, device = cfg.candidates, cfg.target_length, backbone.device
+def encode(backbone: Backbone, prompt: Sequence[int], layout: str, pad_id: int) -> PrefixState:
+    """One prompt's prefix state, computed alone."""
     batch = collate([Example(tuple(prompt), ())], pad_id)
-    state = backbone.encode_prefix(batch.input_ids, batch.input_mask, cfg.layout)
+    return backbone.encode_prefix(batch.input_ids, batch.input_mask, layout)
+
+
+def denoise_group(backbone: Backbone, prompts: Sequence[Sequence[int]], seeds: Sequence[int],
+                  state: PrefixState, cfg: DiffusionSampling, noise: NoiseProcess, pad_id: int,
+                  eos_id: int, on_step: StepHook | None = None) -> list[DiffusionResult]:
+    """The N candidates of each prompt (seed ``seeds[i]``), denoised on the model's device in
+    shared forward passes over the prompts' stacked ``state`` (one row per prompt).
+
+    Each prompt moves through the schedule on its own — its blocks, its steps, its stop — and
+    keeps its own keyed draws; a finished prompt's rows ride along unchanged until all are done.
+    """
+    n, length, device = cfg.candidates, cfg.target_length, backbone.device
     state = state.repeat_interleave(n)
-    key = prompt_key(prompt)
+    keys = [prompt_key(p) for p in prompts]
     cand = torch.arange(n, device=device)[:, None]
     pos = torch.arange(length, device=device)[None, :]
-    x = noise.initial_canvas(keyed_uniform(cfg.seed, key, CANVAS, 0, cand, pos))
+
+    def draws(purpose: int, steps: Sequence[int]) -> torch.Tensor:
+        return torch.cat([keyed_uniform(seed, key, purpose, s, cand, pos)
+                          for seed, key, s in zip(seeds, keys, steps, strict=True)])
+
+    x = noise.initial_canvas(draws(CANVAS, [0] * len(prompts)))
     logp = torch.zeros(x.shape, device=device)
     end_ids = (pad_id, eos_id)
     rule = _rule(cfg, noise, end_ids, pad_id)
-    steps = 0
-    for lo, hi, budget in noise.schedule(cfg.steps, length, cfg.block_length):
-        block_steps = hi - lo if rule.dynamic else budget
-        for k in range(block_steps):
-            u = keyed_uniform(cfg.seed, key, DRAW, steps, cand, pos)
-            drawn, drawn_logp, conf = _step(backbone, state, x, u, cfg, noise, end_ids)
-            new, logp = noise.update(x, drawn, drawn_logp, conf, logp, (lo, hi, budget - k), rule)
-            flags = _stop_flags(noise, x, new, cfg, rule, lo, hi)
-            x, steps = new, steps + 1
+    plan = noise.schedule(cfg.steps, length, cfg.block_length)
+    at = [(0, 0)] * len(prompts)  # per prompt: block index, steps taken in it
+    steps = [0] * len(prompts)
+    active = list(range(len(prompts)))
+    while active:
+        drawn, drawn_logp, conf = _step(backbone, state, x, draws(DRAW, steps), cfg, noise, end_ids)
+        for i in list(active):
+            rows = slice(i * n, (i + 1) * n)
+            (b, k), (lo, hi, budget) = at[i], plan[at[i][0]]
+            new, new_logp = noise.update(x[rows], drawn[rows], drawn_logp[rows], conf[rows],
+                                         logp[rows], (lo, hi, budget - k), rule)
+            flags = _stop_flags(noise, x[rows], new, cfg, rule, lo, hi)
+            x[rows], logp[rows] = new, new_logp
+            steps[i] += 1
             if on_step is not None:
-                on_step(steps - 1, x)
-            if flags is not None:  # the one host round trip per step, only when it may stop
-                all_done, block_done = flags.tolist()
-                if all_done:
-                    return _result(x, logp, steps, set(end_ids), rule.end_ids)
-                if block_done:
-                    break
-    return _result(x, logp, steps, set(end_ids), rule.end_ids)
+                on_step(i, steps[i] - 1, x[rows])
+            # the one host round trip per step, only when this step may end something
+            all_done, block_done = (False, False) if flags is None else flags.tolist()
+            b, k = (b + 1, 0) if block_done or k + 1 == (hi - lo if rule.dynamic else budget) \
+                else (b, k + 1)
+            at[i] = (b, k)
+            if all_done or b == len(plan):
+                active.remove(i)
+    return [_result(x[i * n:(i + 1) * n], logp[i * n:(i + 1) * n], steps[i], set(end_ids),
+                    rule.end_ids) for i in range(len(prompts))]
 
 
 def _rule(cfg: DiffusionSampling, noise: NoiseProcess, end_ids: tuple[int, ...],

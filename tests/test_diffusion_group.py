@@ -1,0 +1,98 @@
+"""Diffusion of several inputs in shared forward passes gives each input its tokens alone."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from conftest import tiny_model
+
+from ar2diff.models.backbone import Backbone
+from ar2diff.noise.mask import MaskNoise
+from ar2diff.noise.uniform import UniformNoise
+from ar2diff.sampling.diffusion import DiffusionSampling, diffusion_generate
+from ar2diff.sampling.diffusion_group import diffusion_generate_group
+from ar2diff.sampling.steps import StepRecord, diffusion_start
+
+EOS, PAD = 2, 0
+SAME_LENGTH = [[1, 9, 9, 3], [1, 5, 6, 7], [1, 12, 13, 14], [1, 5, 6, 7]]
+
+
+def _noise(kind: str):
+    return MaskNoise(39) if kind == "mask" else UniformNoise(39)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["mask", "uniform"])
+def test_a_group_gives_each_input_its_result_alone(dtype, kind):
+    bb = Backbone(tiny_model("llama").to(dtype))
+    cfg = DiffusionSampling(steps=4, candidates=2, target_length=8, temperature=1.0, block_length=4
+                            if kind == "mask" else 0)
+    inputs, seeds = SAME_LENGTH[1:], [3, 4, 5]  # the last input repeats the first with another seed
+    noise = _noise(kind)
+    together = diffusion_generate_group(bb, inputs, seeds, cfg, noise, PAD, EOS)
+    for x, seed, got in zip(inputs, seeds, together, strict=True):
+        alone = diffusion_generate(bb, [x], replace(cfg, seed=seed), noise, PAD, EOS)[0]
+        assert got.all_samples == alone.all_samples and got.all_scores == alone.all_scores
+    assert together[1].all_samples != together[2].all_samples or \
+        together[1].all_scores != together[2].all_scores  # seeds matter
+
+
+def test_inputs_of_other_lengths_run_one_by_one_with_the_same_results():
+    bb = Backbone(tiny_model("llama"))
+    cfg = DiffusionSampling(steps=3, candidates=2, target_length=6, temperature=1.0)
+    inputs = [[1, 5], [1, 9, 9, 3, 4]]
+    steps = []
+    got = diffusion_generate_group(bb, inputs, [0, 1], cfg, MaskNoise(39), PAD, EOS,
+                                   on_step=lambda i, s, c: steps.append((i, s)))
+    for x, seed, res in zip(inputs, [0, 1], got, strict=True):
+        assert res.all_samples == diffusion_generate(bb, [x], replace(cfg, seed=seed), MaskNoise(39),
+                                                     PAD, EOS)[0].all_samples
+    assert steps == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+
+
+def test_the_step_record_replays_a_masked_decoding():
+    bb = Backbone(tiny_model("llama"))
+    cfg = DiffusionSampling(steps=4, candidates=2, target_length=8, temperature=1.0, seed=7)
+    noise = MaskNoise(39)
+    record = StepRecord(diffusion_start(noise, cfg.seed, SAME_LENGTH[0], 2, 8))
+    res = diffusion_generate(bb, SAME_LENGTH[:1], cfg, noise, PAD, EOS,
+                             on_step=lambda i, s, c: record.add(c))[0]
+    assert record.steps == 4 and record.canvases[0] == [[39] * 8] * 2
+    assert all(39 not in row for row in record.canvases[-1])
+    for row in range(2):  # every position revealed once, two per step (8 positions / 4 steps)
+        assert sorted(j for s in range(1, 5) for j in record.changed(s)[row]) == list(range(8))
+        assert all(len(record.changed(s)[row]) == 2 for s in range(1, 5))
+    assert min(min(r) for r in record.last_change()) == 1
+    best = res.all_scores.index(res.score)
+    assert res.all_samples[best] == res.tokens
+
+
+def test_a_few_rows_per_input_run_one_by_one():
+    bb = Backbone(tiny_model("llama"))
+    cfg = DiffusionSampling(steps=2, candidates=1, target_length=4, temperature=1.0)
+    order = []
+    got = diffusion_generate_group(bb, SAME_LENGTH[:2], [0, 1], cfg, MaskNoise(39), PAD, EOS,
+                                   on_step=lambda i, s, c: order.append(i))
+    assert order == [0, 0, 1, 1]  # input by input, not step by step
+    assert got[1].all_samples == diffusion_generate(bb, SAME_LENGTH[1:2], replace(cfg, seed=1),
+                                                    MaskNoise(39), PAD, EOS)[0].all_samples
+
+
+@pytest.mark.parametrize("rules", [{"threshold": 0.5, "eos_stop": True},
+                                   {"eos_stop": True, "eos_penalty": 0.3, "block_length": 4}],
+                         ids=["threshold", "schedule"])
+def test_inputs_that_finish_at_different_steps_keep_their_results_alone(rules):
+    bb = Backbone(tiny_model("gpt2"))
+    with torch.no_grad():  # distinct positions and sharper distributions: confidences spread out
+        bb.model.transformer.wpe.weight *= 10
+        bb.model.lm_head.weight *= 10
+    cfg = DiffusionSampling(steps=16, candidates=2, target_length=16, temperature=0.5, **rules)
+    seeds = [0, 1, 2, 3]
+    together = diffusion_generate_group(bb, SAME_LENGTH, seeds, cfg, MaskNoise(39), PAD, EOS)
+    alone = [diffusion_generate(bb, [x], replace(cfg, seed=s), MaskNoise(39), PAD, EOS)[0]
+             for x, s in zip(SAME_LENGTH, seeds, strict=True)]
+    assert [r.all_samples for r in together] == [r.all_samples for r in alone]
+    assert [r.steps for r in together] == [r.steps for r in alone]
+    assert len({r.steps for r in alone}) > 1  # they did finish at different steps
