@@ -7,6 +7,7 @@ files outside the sandbox and the process table stay as they were.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -331,10 +332,36 @@ def test_invalid_arguments(kwargs: dict) -> None:
         run_programs(["pass"], **kwargs)
 
 
+def _report(status: int | None) -> bytes:
+    return json.dumps({"program": status}).encode()
+
+
 def test_cpu_limit_signal_counts_as_timeout() -> None:
-    assert sandbox._classify(str(int(signal.SIGXCPU)).encode(), 0, "")[0] == "timeout"
+    assert sandbox._classify(_report(int(signal.SIGXCPU)), 0, "")[0] == "timeout"
     assert sandbox._classify(b"", 0, "")[0] == "killed"
     assert sandbox._classify(b"", 1, "Traceback")[0] == "error"
+
+
+@pytest.mark.parametrize("sig", [34, 40, 64, 31])
+def test_any_signal_is_a_verdict(sig: int) -> None:
+    assert sandbox._classify(_report(sig), 0, "") == ("killed", f"killed by {sandbox._signal_name(sig)}")
+
+
+@pytest.mark.parametrize("raw", [b"garbage", b"[1]", b'{"program": "x"}', b"\xff"])
+def test_unreadable_report_is_an_error_verdict(raw: bytes) -> None:
+    assert sandbox._classify(raw, 0, "")[0] == "error"
+
+
+def test_realtime_signals_and_odd_exit_statuses_end_as_verdicts() -> None:
+    programs = {
+        "import os\nos.kill(os.getpid(), 40)": "killed",
+        "import os, signal\nos.kill(os.getpid(), signal.SIGRTMAX)": "killed",
+        "import os\nos._exit(300)": "failed",
+        "import os\nos._exit(255)": "failed",
+    }
+    results = run_programs(list(programs), TIMEOUT_S)
+    assert [r.status for r in results] == list(programs.values()), results
+    assert "SIGRTMIN+6" in results[0].detail
 
 
 def test_detected_mode_is_the_strongest_available() -> None:
