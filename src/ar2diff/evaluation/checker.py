@@ -7,9 +7,9 @@ The sandbox runs them in two processes joined by two pipes:
   function it defines, get or set an attribute of one of its objects. It never sees the tests,
   only the arguments of the calls the tests make.
 - the *checker* (``run_checks``) executes the tests with the program's names bound to
-  ``Remote`` proxies. Every value coming back is decoded into a fresh built-in value of exactly
-  the declared type (``decode``); anything else stays a ``Remote``, which compares only by
-  identity and refuses truth tests, iteration and arithmetic. After the last test it writes
+  ``Remote`` proxies. Every value coming back is unpickled strictly (``loads``) into fresh
+  values of exactly built-in types; any other object arrives as a ``Remote``, which compares
+  only by identity and refuses truth tests, iteration, hashing and arithmetic. After the last test it writes
   ``pass <nonce>`` on a pipe that only it holds, ``fail <nonce> <reason>`` otherwise.
 
 The functions below run inside those processes (copied in with ``inspect.getsource``): they use
@@ -39,95 +39,103 @@ class ProgramGone(Exception):
 
 
 # ------------------------------------------------------------------------------------ codec
-# Values travel as JSON: None, bool, int (hex string beyond 2**62), float, str and lists are
-# themselves; other built-ins are one-key objects; objects of other types are handles.
+# Values travel as pickles of protocol 5 framed by an 8-byte length. The pickler sends what is
+# not a built-in value as a handle; the unpickler resolves only the few names in _ALLOWED, so
+# every value it builds has exactly a built-in type (no code runs, no other class is reachable).
 
-_SCALAR_TYPES = (type(None), bool, str, float)
-
-
-def encode(value, handle, depth=0):
-    """A JSON-able form of ``value``; ``handle(obj)`` names what is not a built-in value."""
-    if depth > 200:
-        raise ValueError("value nested too deeply")
-    kind = type(value)
-    module = getattr(kind, "__module__", "")
-    if kind in _SCALAR_TYPES:
-        return value
-    if kind is int:
-        return value if -(1 << 62) < value < (1 << 62) else {"i": hex(value)}
-    if module == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        return encode(value.item(), handle, depth + 1)
-
-    def items(values):
-        return [encode(v, handle, depth + 1) for v in values]
-
-    if kind is list:
-        return items(value)
-    tags = {tuple: "t", set: "s", frozenset: "fs"}
-    if kind in tags:
-        return {tags[kind]: items(value)}
-    if kind is dict or (module == "collections" and kind.__name__ in ("defaultdict", "OrderedDict")):
-        tag = "od" if kind.__name__ == "OrderedDict" else "d"
-        return {tag: [items(pair) for pair in value.items()]}
-    if module == "collections" and kind.__name__ == "Counter":
-        return {"C": [items(pair) for pair in value.items()]}
-    if module == "collections" and kind.__name__ == "deque":
-        return {"q": items(value)}
-    if kind is complex:
-        return {"c": [value.real, value.imag]}
-    if kind in (bytes, bytearray):
-        return {"b" if kind is bytes else "ba": value.hex()}
-    return {"h": [handle(value), kind.__name__[:60]]}
+_WIRE = "ar2diff_wire"  # the module name under which handles and plain values travel
 
 
-def decode(data, remote, depth=0):
-    """The built-in value ``data`` encodes, type checked; ``remote(ref, kind)`` makes handles."""
+def _wire_module():
+    """``ar2diff_wire`` in ``sys.modules``: the names that handles and plain values travel as."""
+    import sys
+    import types
+
+    module = sys.modules.get(_WIRE)
+    if module is None:
+        module = types.ModuleType(_WIRE)
+
+        def handle(ref, kind):
+            return (ref, kind)
+
+        def value(plain):
+            return plain
+
+        for fn in (handle, value):
+            fn.__module__, fn.__qualname__ = _WIRE, fn.__name__
+            setattr(module, fn.__name__, fn)
+        sys.modules[_WIRE] = module
+    return module
+
+
+def dumps(value, handle):
+    """Pickle ``value``; ``handle(obj)`` names each object that is not a built-in value."""
     import collections
+    import io
+    import pickle
 
-    if depth > 200:
-        raise ValueError("value nested too deeply")
-    kind = type(data)
-    if kind in (type(None), bool, int, float, str):
-        return data
-    if kind is list:
-        return [decode(v, remote, depth + 1) for v in data]
-    if kind is not dict or len(data) != 1:
-        raise ValueError(f"not an encoded value: {str(data)[:80]}")
-    ((tag, body),) = data.items()
+    wire = _wire_module()
+    by_name = (complex, collections.OrderedDict, collections.Counter, collections.deque)
+    names = {id(x) for x in (*by_name, wire.value, wire.handle)}  # pickled as their names
 
-    def items():
-        if type(body) is not list:
-            raise ValueError(f"tag {tag} needs a list")
-        return [decode(v, remote, depth + 1) for v in body]
+    class Pickler(pickle.Pickler):
+        def reducer_override(self, obj):
+            kind = type(obj)
+            if kind in by_name or id(obj) in names:
+                return NotImplemented
+            if kind is collections.defaultdict:
+                return wire.value, (dict(obj),)
+            if kind.__module__ == "numpy" and getattr(obj, "ndim", None) == 0 and hasattr(obj, "item"):
+                return wire.value, (obj.item(),)
+            return wire.handle, (handle(obj), kind.__name__[:60])
 
-    def pairs():
-        values = items()
-        if not all(type(p) is list and len(p) == 2 for p in values):
-            raise ValueError("a mapping needs [key, value] pairs")
-        return [tuple(p) for p in values]
+    buffer = io.BytesIO()
+    Pickler(buffer, protocol=5).dump(value)
+    return buffer.getvalue()
 
-    if tag == "i" and type(body) is str:
-        return int(body, 16)
-    if tag == "c" and type(body) is list and len(body) == 2:
-        if all(type(x) in (int, float) for x in body):
-            return complex(*body)
-    if tag in ("b", "ba") and type(body) is str:
-        return (bytes if tag == "b" else bytearray)(bytes.fromhex(body))
-    if tag == "h" and type(body) is list and len(body) == 2:
-        if type(body[0]) is int and type(body[1]) is str:
-            return remote(body[0], body[1])
-    makers = {
-        "t": lambda: tuple(items()),
-        "s": lambda: set(items()),
-        "fs": lambda: frozenset(items()),
-        "q": lambda: collections.deque(items()),
-        "d": lambda: dict(pairs()),
-        "od": lambda: collections.OrderedDict(pairs()),
-        "C": lambda: collections.Counter(dict(pairs())),
+
+def loads(data, remote):
+    """The value pickled in ``data``, built only from built-in types; handles via ``remote``."""
+    import collections
+    import io
+    import pickle
+
+    allowed = {
+        ("builtins", "complex"): complex,
+        ("builtins", "bytearray"): bytearray,
+        ("builtins", "set"): set,
+        ("builtins", "frozenset"): frozenset,
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("collections", "Counter"): collections.Counter,
+        ("collections", "deque"): collections.deque,
+        (_WIRE, "value"): lambda plain: plain,
+        (_WIRE, "handle"): remote,
     }
-    if tag in makers:
-        return makers[tag]()
-    raise ValueError(f"not an encoded value: tag {tag!r}")
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) not in allowed:
+                raise pickle.UnpicklingError(f"{module}.{name} is not a built-in value")
+            return allowed[(module, name)]
+
+    return Unpickler(io.BytesIO(data)).load()
+
+
+def _send(stream, payload):
+    stream.write(len(payload).to_bytes(8, "big") + payload)
+    stream.flush()
+
+
+def _receive(stream, limit=1 << 34):
+    """One framed message, or None when the stream ended (or the frame is cut or too large)."""
+    head = stream.read(8)
+    if len(head) != 8:
+        return None
+    size = int.from_bytes(head, "big")
+    if size > limit:
+        return None
+    payload = stream.read(size)
+    return payload if len(payload) == size else None
 
 
 # ------------------------------------------------------------------------- program side
@@ -135,7 +143,6 @@ def decode(data, remote, depth=0):
 
 def serve(source, request_fd, response_fd):
     """Run the solution as ``__main__``, report its names, then answer the checker's requests."""
-    import json
     import os
     import types
 
@@ -152,8 +159,11 @@ def serve(source, request_fd, response_fd):
     writer = os.fdopen(response_fd, "wb")
 
     def send(message):
-        writer.write(json.dumps(message).encode() + b"\n")
-        writer.flush()
+        try:
+            payload = dumps(message, handle)
+        except Exception as exc:
+            payload = dumps({"raise": [type(exc).__name__, f"unsendable value: {exc}"[:300]]}, handle)
+        _send(writer, payload)
 
     namespace = {"__name__": "__main__", "__builtins__": __builtins__}
     try:
@@ -161,28 +171,32 @@ def serve(source, request_fd, response_fd):
     except Exception as exc:
         send({"error": f"{type(exc).__name__}: {str(exc)[:300]}"})
         return
-    names = {}
+    names, modules = {}, {}
     for name, value in namespace.items():
         if not name.startswith("__"):
-            modular = isinstance(value, types.ModuleType)
-            names[name] = {"module": value.__name__} if modular else encode(value, handle)
-    send({"names": names})
-    for line in reader:
+            if isinstance(value, types.ModuleType):
+                modules[name] = value.__name__
+            else:
+                names[name] = value
+    send({"names": names, "modules": modules})
+    while True:
+        payload = _receive(reader)
+        if payload is None:
+            return
         try:
-            request = json.loads(line)
+            request = loads(payload, remote)
             target = objects[request["ref"]]
             if request["op"] == "call":
-                args = decode(request["args"], remote)
-                kwargs = decode(request["kwargs"], remote)
-                value = target(*args, **kwargs)
+                value = target(*request["args"], **request["kwargs"])
             elif request["op"] == "getattr":
                 value = getattr(target, request["name"])
             else:
-                setattr(target, request["name"], decode(request["value"], remote))
+                setattr(target, request["name"], request["value"])
                 value = None
-            send({"value": encode(value, handle)})
         except Exception as exc:
             send({"raise": [type(exc).__name__, str(exc)[:300]]})
+        else:
+            send({"value": value})
 
 
 # ------------------------------------------------------------------------- checker side
@@ -198,31 +212,28 @@ class _Link:
         self.reader = os.fdopen(response_fd, "rb")
 
     def receive(self):
-        import json
-
-        line = self.reader.readline(1 << 28)
-        if not line.endswith(b"\n"):
+        payload = _receive(self.reader)
+        if payload is None:
             raise ProgramGone("the program ended before the tests finished")
         try:
-            message = json.loads(line)
-        except (ValueError, RecursionError) as exc:
-            raise ProgramGone(f"the program answered garbage: {exc}") from None
+            message = loads(payload, lambda ref, kind: Remote(self, ref, kind))
+        except Exception as exc:
+            raise ProgramGone(f"the program answered an unreadable value: {str(exc)[:200]}") from None
         if type(message) is not dict:
             raise ProgramGone("the program answered garbage")
         return message
 
     def ask(self, request):
         import builtins
-        import json
 
+        payload = self.send_value(request)
         try:
-            self.writer.write(json.dumps(request).encode() + b"\n")
-            self.writer.flush()
+            _send(self.writer, payload)
         except OSError:
             raise ProgramGone("the program ended before the tests finished") from None
         message = self.receive()
         if "value" in message:
-            return self.value(message["value"])
+            return message["value"]
         if "raise" in message and type(message["raise"]) is list and len(message["raise"]) == 2:
             name, text = (str(x)[:300] for x in message["raise"])
             error = getattr(builtins, name, None)
@@ -231,19 +242,13 @@ class _Link:
             raise ProgramError(f"{name}: {text}")
         raise ProgramGone("the program answered garbage")
 
-    def value(self, data):
-        try:
-            return decode(data, lambda ref, kind: Remote(self, ref, kind))
-        except (ValueError, TypeError, RecursionError, OverflowError) as exc:
-            raise ProgramGone(f"the program answered an undecodable value: {exc}") from None
-
     def send_value(self, value):
         def handle(obj):
             if type(obj) is not Remote:
                 raise TypeError(f"cannot pass a {type(obj).__name__} to the program")
             return object.__getattribute__(obj, "_ref")
 
-        return encode(value, handle)
+        return dumps(value, handle)
 
 
 class Remote:
@@ -258,9 +263,8 @@ class Remote:
 
     def __call__(self, *args, **kwargs):
         link = object.__getattribute__(self, "_link")
-        request = {"op": "call", "ref": object.__getattribute__(self, "_ref")}
-        request.update(args=link.send_value(list(args)), kwargs=link.send_value(kwargs))
-        return link.ask(request)
+        ref = object.__getattribute__(self, "_ref")
+        return link.ask({"op": "call", "ref": ref, "args": args, "kwargs": kwargs})
 
     def __getattr__(self, name):
         if name.startswith("__"):
@@ -271,7 +275,7 @@ class Remote:
     def __setattr__(self, name, value):
         link = object.__getattribute__(self, "_link")
         ref = object.__getattribute__(self, "_ref")
-        link.ask({"op": "setattr", "ref": ref, "name": name, "value": link.send_value(value)})
+        link.ask({"op": "setattr", "ref": ref, "name": name, "value": value})
 
     def _refuse(self, *args):
         kind = object.__getattribute__(self, "_kind")
@@ -293,24 +297,20 @@ class Remote:
 
 
 def _program_names(link):
-    """The checker's globals for the program's names: modules imported here, the rest decoded."""
+    """The checker's globals for the program's names: stdlib modules imported here, the rest."""
     import importlib
     import sys
 
     message = link.receive()
     if "error" in message:
         raise ProgramGone(f"the solution raised before the tests: {str(message['error'])[:300]}")
-    names = message.get("names")
-    if type(names) is not dict:
+    names, modules = message.get("names"), message.get("modules")
+    if type(names) is not dict or type(modules) is not dict:
         raise ProgramGone("the program answered garbage")
-    found = {}
-    for name, data in names.items():
-        if type(data) is dict and set(data) == {"module"}:
-            module = str(data["module"])
-            if module.split(".")[0] in sys.stdlib_module_names:
-                found[str(name)] = importlib.import_module(module)
-            continue
-        found[str(name)] = link.value(data)
+    found = {str(name): value for name, value in names.items()}
+    for name, module in modules.items():
+        if str(module).split(".")[0] in sys.stdlib_module_names:
+            found[str(name)] = importlib.import_module(str(module))
     return found
 
 
@@ -327,6 +327,18 @@ def _reason(exc):
     return (where + text)[:1000]
 
 
+def _transfer_seconds(value):
+    """About how long ``value`` takes to pass between the processes (pickle and strict unpickle)."""
+    import time
+
+    start = time.perf_counter()
+    try:
+        loads(dumps(value, id), lambda ref, kind: None)
+    except Exception:
+        pass
+    return time.perf_counter() - start
+
+
 def run_checks(job, request_fd, response_fd, verdict_fd):
     """Run ``job["tests"]`` against the program; write the verdict with ``job["nonce"]``."""
     import builtins
@@ -339,6 +351,7 @@ def run_checks(job, request_fd, response_fd, verdict_fd):
     try:
         link = _Link(request_fd, response_fd)
         scope = {"__name__": "__tests__", "__builtins__": builtins}
+        scope["__transfer_seconds__"] = _transfer_seconds
         scope.update(_program_names(link))
         exec(compile(tests, "<tests>", "exec"), scope)
         verdict = f"pass {nonce}"
@@ -347,10 +360,10 @@ def run_checks(job, request_fd, response_fd, verdict_fd):
     os.write(verdict_fd, verdict.encode("utf-8", "replace"))
 
 
-_PROGRAM_SIDE = (encode, decode, serve)
-_CHECKER_SIDE = (ProgramError, ProgramGone, encode, decode, _Link, Remote, _program_names, _reason,
-                 run_checks)
-_HEADER = "_SCALAR_TYPES = (type(None), bool, str, float)\n"
+_PROGRAM_SIDE = (_wire_module, dumps, loads, _send, _receive, serve)
+_CHECKER_SIDE = (ProgramError, ProgramGone, _wire_module, dumps, loads, _send, _receive, _Link,
+                 Remote, _program_names, _reason, _transfer_seconds, run_checks)
+_HEADER = f"_WIRE = {_WIRE!r}\n"
 
 SERVER_SOURCE = _HEADER + "\n".join(inspect.getsource(f) for f in _PROGRAM_SIDE)
 """Text of the program side; the program file is this plus ``serve(<solution>, 3, 4)``."""

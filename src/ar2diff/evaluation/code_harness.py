@@ -15,7 +15,8 @@ The solution runs in the sandbox's program process, the tests in its checker pro
   for floats closeness ``|out - exp| <= atol + 1e-7 |exp|`` (atol 1e-6 when the task's is 0),
   plus EvalPlus' special oracles (set equality, "not None", alternative readings of Mbpp/558 and
   Mbpp/581). Inputs run one at a time, reference first; the completion gets EvalPlus' per-input
-  time limit max(4 s, 4 x the reference's time) and the program stops at the first wrong output.
+  time limit max(4 s, 4 x the reference's time, including the time to pass its inputs and output
+  between the processes) and the program stops at the first wrong output.
   For the Hub copy of MBPP+ (which ships a ready ``test`` program) the tests are ``test_imports
   + test``.
 """
@@ -228,6 +229,7 @@ def _main(task, entry, atol, inputs, reference_source):
 
     reference = _load_function(reference_source, entry)
     candidate = globals().get(entry)
+    transfer = globals().get("__transfer_seconds__", lambda value: 0.0)
     if candidate is None:
         sys.exit(f"the solution defines no {entry}")
     signal.signal(signal.SIGALRM, _on_alarm)
@@ -235,7 +237,8 @@ def _main(task, entry, atol, inputs, reference_source):
         args = _convert_args(task, raw_args)
         start = time.perf_counter()
         exp = reference(*copy.deepcopy(args))
-        limit = max(_MIN_TIME_LIMIT, _TIME_FACTOR * (time.perf_counter() - start))
+        took = time.perf_counter() - start + transfer(args) + transfer(exp)
+        limit = max(_MIN_TIME_LIMIT, _TIME_FACTOR * took)
         signal.setitimer(signal.ITIMER_REAL, limit)
         try:
             out = candidate(*copy.deepcopy(args))
