@@ -98,6 +98,7 @@ def _fake_execute(programs, timeout_s, memory_mb, workers):
 @pytest.fixture
 def fake_sandbox(monkeypatch):
     monkeypatch.setattr(ev, "_execute", _fake_execute)
+    monkeypatch.setattr(ev, "_require_sandbox", lambda: None)
 
 
 # ---------------------------------------------------------------- post-processing

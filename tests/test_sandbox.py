@@ -23,6 +23,7 @@ from string import Template
 import pytest
 
 from ar2diff.evaluation import sandbox
+from ar2diff.evaluation.checker import CodeTest
 from ar2diff.evaluation.sandbox import ExecResult, isolation_mode, run_program, run_programs
 
 TIMEOUT_S = 2.0
@@ -382,3 +383,94 @@ def test_each_mode_that_works_here(name: str) -> None:
     }
     for status, program in programs.items():
         assert sandbox._run(program, 1.0, MEMORY_MB, mode).status == status
+
+
+# ---------------------------------------------------------------- weak isolation only on request
+
+
+@pytest.fixture
+def fresh_detection(monkeypatch):
+    """Detection starts over; the weak-isolation permission is off."""
+    monkeypatch.setattr(sandbox, "_detected", None)
+    monkeypatch.setattr(sandbox, "_failures", [])
+    monkeypatch.setattr(sandbox, "_allow_weak", False)
+
+
+def _broken_namespaces(monkeypatch) -> None:
+    """Namespace modes fail their real trial: their mount plan names a folder that is absent."""
+    real = sandbox._mount_plan
+    monkeypatch.setattr(sandbox, "_mount_plan", lambda root, mode: [
+        *real(root, mode), ("/nonexistent-ar2diff-mount-target", "755", [])])
+
+
+@pytest.mark.parametrize("weak", ["uid", "basic"])
+def test_weak_mode_is_refused_unless_allowed(fresh_detection, monkeypatch, weak: str) -> None:
+    if not sandbox._probe(sandbox._MODES[weak]):
+        pytest.skip(f"mode {weak} does not work here (e.g. an interpreter under /root)")
+    _broken_namespaces(monkeypatch)
+    strong = ["namespaces+uid"] if os.geteuid() == 0 else ["namespaces"]
+    monkeypatch.setattr(sandbox, "_candidate_modes",
+                        lambda: [sandbox._MODES[n] for n in (*strong, weak)])
+    from ar2diff.errors import Ar2DiffError
+
+    with pytest.raises(Ar2DiffError, match=f"--unsafe-sandbox.*mode {weak}") as info:
+        run_program("pass")
+    assert f"mode {strong[0]} failed its trial" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert sandbox.detected_mode() == weak
+    sandbox.allow_weak_isolation()
+    assert isolation_mode() == weak
+    assert run_program("print('ran')").status == "passed"
+    assert run_program(CodeTest("def f():\n    return 1\n", "assert f() == 1\n")).passed
+
+
+def test_cli_refuses_code_evaluation_without_isolation(fresh_detection, monkeypatch, tmp_path,
+                                                     capsys) -> None:
+    from ar2diff.cli import main
+
+    _broken_namespaces(monkeypatch)
+    monkeypatch.setattr(sandbox, "_candidate_modes", lambda: [sandbox._MODES["basic"]])
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text('{"task_id": "HumanEval/0", "completion": "    return True\\n"}\n')
+    argv = ["evaluate", "--task", "humaneval", "--limit", "1", "--predictions", str(predictions),
+            "--out", str(tmp_path / "r.json")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--unsafe-sandbox" in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "r.json").exists()
+    assert main([*argv, "--unsafe-sandbox"]) == 0
+    assert (tmp_path / "r.json").exists()
+
+
+def test_run_folder_is_the_only_writable_place_and_home_is_hidden() -> None:
+    """Namespace modes: the interpreter is read-only, the user's home is out of sight, and the
+    working folder is one bounded tmpfs (whole-run disk limit)."""
+    probe = f"""\
+import os, sys
+home = {os.path.realpath(os.path.expanduser("~"))!r}
+exe_dir = os.path.dirname(os.path.realpath(sys.executable))
+try:
+    open(os.path.join(exe_dir, "planted.pth"), "w")
+    sys.exit("interpreter folder writable")
+except OSError:
+    pass
+visible = [n for n in os.listdir(home) if not exe_dir.startswith(os.path.join(home, n))]
+if visible:
+    sys.exit(f"home shows {{visible[:5]}}")
+written = 0
+try:
+    for i in range(8):
+        with open(f"part{{i}}", "wb") as f:
+            f.write(b"x" * (16 << 20))
+        written += 16
+except OSError:
+    pass
+if written >= 128:
+    sys.exit(f"wrote {{written}} MiB")
+"""
+    for name in ("namespaces+uid", "namespaces"):
+        mode = sandbox._MODES[name]
+        if not sandbox._probe(mode):
+            continue
+        result = sandbox._run(probe, 10.0, MEMORY_MB, mode)
+        assert result.status == "passed", (name, result)

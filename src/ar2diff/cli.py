@@ -66,6 +66,19 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
                    help="wrap the prompt in the tokenizer's chat template (default: if it has one)")
 
 
+def _add_unsafe_sandbox(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--unsafe-sandbox", action="store_true",
+                   help="run generated code even where the sandbox cannot isolate it (no "
+                        "namespaces): it then reaches the network and the user's files")
+
+
+def _allow_unsafe_sandbox(args: argparse.Namespace) -> None:
+    if args.unsafe_sandbox:
+        from ar2diff.evaluation.sandbox import allow_weak_isolation
+
+        allow_weak_isolation()
+
+
 def _add_placement(p: argparse.ArgumentParser, dtype_help: str) -> None:
     g = p.add_argument_group("device")
     g.add_argument("--device", default="auto",
@@ -216,6 +229,7 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, nargs="+", default=[1], help="k values for pass@k")
     p.add_argument("--batch-size", type=int, default=8, help="prompts decoded together")
     p.add_argument("--out", required=True, help="results JSON file to write")
+    _add_unsafe_sandbox(p)
     _add_decoding(p)
     _add_placement(p, "weights' dtype (default: an ar2diff folder's own, else float32)")
 
@@ -224,6 +238,7 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from ar2diff.evaluation.run import evaluate_model, score_predictions_file
 
+    _allow_unsafe_sandbox(args)
     where = {"split": args.split, "data": args.data, "limit": args.limit, "ks": args.k,
              "out": args.out}
     if args.predictions:
@@ -249,6 +264,7 @@ cmd_evaluate.configure = _configure_evaluate
 def _configure_experiment(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="experiment YAML, e.g. configs/experiments/tiny.yaml")
     p.add_argument("--out", help="output folder (default runs/experiments/<name>)")
+    _add_unsafe_sandbox(p)
     _add_placement(p, "dtype of evaluations whose spec names none (default float32; a "
                       "different one makes those cells distinct)")
 
@@ -257,6 +273,7 @@ def _configure_experiment(p: argparse.ArgumentParser) -> None:
 def cmd_experiment(args: argparse.Namespace) -> None:
     from ar2diff.experiments.runner import run_experiment
 
+    _allow_unsafe_sandbox(args)
     summary = run_experiment(args.config, args.out, device=args.device, dtype=args.dtype)
     print(f"report: {summary['name']} — {len(summary['tables'])} tables, "
           f"{len(summary['plots'])} plots")

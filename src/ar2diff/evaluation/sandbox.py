@@ -25,6 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from ar2diff.errors import Ar2DiffError
 from ar2diff.evaluation.checker import CHECKER_SOURCE, CodeTest, program_text
 from ar2diff.evaluation.sandbox_child import BOOTSTRAP
 
@@ -82,9 +83,25 @@ _MODES = {
     "uid": _Mode("uid", namespaces=False, drop_uid=True),
     "basic": _Mode("basic", namespaces=False, drop_uid=False),
 }
+# Modes that run generated code without being asked to: a private pid, network and mount view.
+STRONG_MODES = ("namespaces+uid", "namespaces")
+UNSAFE_ENV = "AR2DIFF_UNSAFE_SANDBOX"  # "1": run in a weaker mode when no strong one works
+_LACKS = {
+    "uid": "no network isolation, daemons outlive the run, reads what the harness can read",
+    "basic": "no network isolation, daemons outlive the run, the harness user's full rights "
+             "(it can kill the harness and change its files), no limit on processes",
+}
 _mode_lock = threading.Lock()
 _detected: _Mode | None = None
+_failures: list[str] = []  # why stronger modes failed their trial
+_allow_weak = os.environ.get(UNSAFE_ENV) == "1"
 _run_ids = itertools.count()
+
+
+def allow_weak_isolation(allow: bool = True) -> None:
+    """Let generated code run in a weaker mode (``uid``, ``basic``) when no strong one works."""
+    global _allow_weak
+    _allow_weak = allow
 
 
 Job = str | CodeTest  # a plain program (verdict: its exit status) or a checked code test
@@ -112,8 +129,17 @@ def run_programs(
 
 
 def isolation_mode() -> str:
-    """The isolation in use: "namespaces+uid", "namespaces", "uid" or "basic" (detected once)."""
+    """The isolation in use: "namespaces+uid", "namespaces", "uid" or "basic" (detected once).
+
+    Raises ``Ar2DiffError`` naming what is missing when only a weak mode works here and weak
+    isolation was not allowed (``allow_weak_isolation``, ``--unsafe-sandbox``).
+    """
     return _mode().name
+
+
+def detected_mode() -> str:
+    """The strongest mode that works here, allowed or not (for reports and tests)."""
+    return _detect().name
 
 
 def _check_limits(timeout_s: float, memory_mb: int) -> None:
@@ -124,12 +150,26 @@ def _check_limits(timeout_s: float, memory_mb: int) -> None:
 
 
 def _mode() -> _Mode:
+    """The strongest working mode; a weak one only when allowed."""
+    mode = _detect()
+    if mode.name not in STRONG_MODES and not _allow_weak:
+        missing = "; ".join(_failures) or "no namespaces"
+        raise Ar2DiffError(
+            f"the sandbox cannot isolate generated code here ({missing}), so it will not run it; "
+            f"pass --unsafe-sandbox (or set {UNSAFE_ENV}=1) to run it in mode {mode.name} "
+            f"anyway: {_LACKS[mode.name]}"
+        )
+    return mode
+
+
+def _detect() -> _Mode:
     """Detect once the strongest mode whose trial run passes here."""
     global _detected
     with _mode_lock:
         if _detected is None:
             _detected = next(m for m in _candidate_modes() if _probe(m))
-            logger.info("sandbox isolation mode: %s", _detected.name)
+            level = logging.INFO if _detected.name in STRONG_MODES else logging.WARNING
+            logger.log(level, "sandbox isolation mode: %s", _detected.name)
         return _detected
 
 
@@ -144,6 +184,8 @@ def _probe(mode: _Mode) -> bool:
     result = _run("import sys\nsys.exit(0)\n", _PROBE_TIMEOUT_S, 1024, mode)
     if not result.passed:
         logger.warning("sandbox mode %s failed its trial: %s", mode.name, result)
+        detail = result.detail.strip().splitlines()[-1][:200] if result.detail.strip() else ""
+        _failures.append(f"mode {mode.name} failed its trial: {result.status} {detail}".strip())
     return result.passed
 
 
@@ -216,6 +258,7 @@ def _execute(job: Job, root: str, timeout_s: float, memory_mb: int, mode: _Mode)
         "userns": userns,
         "mounts": _mount_plan(root, mode) if mode.namespaces else [],
         "tmpfs": FILE_SIZE_LIMIT_BYTES,
+        "work": [work, uid if uid is not None else os.getuid()] if mode.namespaces else None,
         "uid": uid,
         "limits": _limits(timeout_s, memory_mb, mode),
         "argv": [sys.executable, *_PYTHON_FLAGS, os.path.join(root, "program.py")],
@@ -264,21 +307,27 @@ def _limits(timeout_s: float, memory_mb: int, mode: _Mode) -> list[tuple[str, in
     return limits
 
 
-def _mount_plan(root: str, mode: _Mode) -> list[tuple[str, str, list[str]]]:
+def _mount_plan(root: str, mode: _Mode) -> list[tuple[str, str, list[tuple[str, bool]]]]:
     """(target, mode, keep): a fresh tmpfs on each target, with ``keep`` paths bound back.
 
-    Targets: the shared temp folders (made private), and with a dropped uid each folder that the
-    uid cannot traverse on the way to the interpreter or the sandbox (e.g. /root, mode 0700).
+    Targets: the shared temp folders (made private); without a uid drop the harness user's home
+    (its files, caches and data sets stay out of sight and out of reach); with a dropped uid each
+    folder that the uid cannot traverse on the way to the interpreter or the sandbox (e.g. /root,
+    mode 0700). ``keep`` holds (path, writable): the run folder is, the interpreter's are not.
     """
-    keep = [root, *_interpreter_dirs()]
+    interpreter = _interpreter_dirs()
+    keep = [(root, True), *((d, False) for d in interpreter)]
     tops = {os.path.realpath(d): "1777" for d in _PRIVATE_TMP_DIRS if os.path.isdir(d)}
+    home = os.path.realpath(os.path.expanduser("~"))
+    if not mode.drop_uid and home != "/" and os.path.isdir(home):
+        tops.setdefault(home, "755")
     if mode.drop_uid:
-        for path in keep:
+        for path, _ in keep:
             blocked = _first_untraversable_ancestor(path)
             if blocked is not None:
                 tops.setdefault(blocked, "755")
     outer = [t for t in tops if not any(t != o and _within(t, o) for o in tops)]
-    return [(t, tops[t], [p for p in keep if _within(p, t)]) for t in outer]
+    return [(t, tops[t], [(p, w) for p, w in keep if _within(p, t)]) for t in outer]
 
 
 def _interpreter_dirs() -> list[str]:

@@ -15,6 +15,7 @@ import ctypes, json, os, resource, signal, sys
 cfg = json.loads(sys.argv[1])
 libc = ctypes.CDLL(None, use_errno=True)
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
+MS_RDONLY, MS_REMOUNT = 1, 32
 
 
 def check(ret):
@@ -42,12 +43,28 @@ def enter_namespaces():
                 f.write(text)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     for top, mode, keep in cfg["mounts"]:
-        fds = [os.open(path, os.O_PATH) for path in keep]
+        fds = [os.open(path, os.O_PATH) for path, _ in keep]
         mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode},size={cfg['tmpfs']}")
-        for path, fd in zip(keep, fds):
+        for (path, writable), fd in zip(keep, fds):
             os.makedirs(path, exist_ok=True)
             mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
             os.close(fd)
+            if not writable:
+                read_only(path)
+    if cfg["work"]:  # the run's working folder: one tmpfs, so its size bounds the whole run's files
+        work, owner = cfg["work"]
+        mount("tmpfs", work, "tmpfs", MS_NOSUID | MS_NODEV,
+              f"mode=700,size={cfg['tmpfs']},uid={owner},gid={owner}")
+        os.mkdir(os.path.join(work, "tmp"), 0o700)
+        os.chown(os.path.join(work, "tmp"), owner, owner)
+
+
+def read_only(path):
+    # Remount a bind read-only, keeping the flags a user namespace may not drop.
+    flags = os.statvfs(path).f_flag
+    keep = flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC | 1024 | 2048)  # + noatime, nodiratime
+    keep |= (1 << 21) if flags & 4096 else 0  # ST_RELATIME -> MS_RELATIME
+    mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | keep)
 
 
 def exec_program(rpc):
