@@ -95,15 +95,15 @@ def decode_options(args: argparse.Namespace) -> DecodeOptions:
     candidates, completions = args.candidates, args.completions
     if args.samples is not None:
         if args.mode == "diffusion":
-            candidates = candidates or args.samples
+            candidates = args.samples if candidates is None else candidates
         else:
-            completions = completions or args.samples
+            completions = args.samples if completions is None else completions
     return DecodeOptions(
         mode=args.mode, steps=args.steps, temperature=args.temperature,
         max_new_tokens=args.max_new_tokens, seed=args.seed, strategy=args.strategy,
         top_p=args.top_p, num_beams=args.num_beams, chat=args.chat, early_stop=args.early_stop,
         repetition_penalty=args.repetition_penalty, block_length=args.block_length,
-        candidates=candidates, completions=completions or 1,
+        candidates=candidates, completions=1 if completions is None else completions,
     )
 
 
@@ -151,6 +151,7 @@ def _configure_adapt(p: argparse.ArgumentParser) -> None:
 def cmd_adapt(args: argparse.Namespace) -> None:
     from ar2diff.recipes import adapt
 
+    _at_least(1, steps=args.steps)
     result = adapt(args.model, args.steps, args.out, args.data, args.overrides, args.resume)
     print(f"adapted model saved to {result.model_dir}")
 
@@ -178,6 +179,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from ar2diff.recipes import finetune_config
     from ar2diff.training.assemble import run_training
 
+    _at_least(1, steps=args.steps)
     config = finetune_config(args.model, args.task, args.mode, args.out, args.steps,
                              args.overrides)
     print(f"fine-tuned model saved to {run_training(config, resume=args.resume).model_dir}")
@@ -202,9 +204,9 @@ def _configure_generate(p: argparse.ArgumentParser) -> None:
 def cmd_generate(args: argparse.Namespace) -> None:
     from ar2diff.generation import TextGenerator
 
+    opts = decode_options(args)  # checked before any loading
     gen = TextGenerator.load(args.model, args.dtype, args.device)
-    for prompt, outs in zip(args.prompt, gen.generate(args.prompt, decode_options(args)),
-                            strict=True):
+    for prompt, outs in zip(args.prompt, gen.generate(args.prompt, opts), strict=True):
         for text in outs:
             print(text if len(args.prompt) == 1 else f"{prompt}\t{text}")
 
@@ -239,6 +241,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from ar2diff.evaluation.run import evaluate_model, score_predictions_file
 
     _allow_unsafe_sandbox(args)
+    _at_least(1, limit=args.limit, k=args.k, batch_size=args.batch_size)
     where = {"split": args.split, "data": args.data, "limit": args.limit, "ks": args.k,
              "out": args.out}
     if args.predictions:
@@ -308,6 +311,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     from ar2diff.speed import bench
 
+    _at_least(1, lengths=args.lengths, seq_len=args.seq_len, batch=args.batch,
+              micro_batch=args.micro_batch)
     out = Path(args.out or f"bench/results/{args.what}.json")
     if args.what == "decode":
         bench.decode_bench(args.models, args.lengths, out, dtype=args.dtype, device=args.device)
@@ -334,6 +339,7 @@ def _configure_demo(p: argparse.ArgumentParser) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from ar2diff import demo
 
+    _at_least(1, steps=args.steps)
     if args.toy:
         demo.toy_demo(args.out, steps=args.steps)
     else:
@@ -346,8 +352,23 @@ cmd_demo.configure = _configure_demo
 # ---- entry point -------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error of the command line."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _at_least(low: int, **values: int | list[int] | None) -> None:
+    """Refuse command-line numbers below ``low`` (names are flags with _ for -)."""
+    for name, value in values.items():
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None and v < low:
+                raise Ar2DiffError(f"--{name.replace('_', '-')} {v}: must be at least {low}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ar2diff",
         description="Autoregressive and SUNDAE text diffusion models, and AR2Diff between them.",
     )

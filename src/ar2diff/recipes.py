@@ -48,7 +48,7 @@ def finetune_config(model: str, task: str, mode: str, out: str, steps: int | Non
         causal_input = meta.layout == "diffusion-causal-input"
         extra.append(f"objective.input_attention={'causal' if causal_input else 'prefix'}")
         extra.append(f"objective.noise={meta.noise or 'uniform'}")
-    if steps:
+    if steps is not None:
         extra.append(f"train.steps={steps}")
     return load_config(preset("finetune"), [*extra, *(overrides or [])])
 
