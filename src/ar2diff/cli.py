@@ -73,13 +73,17 @@ def _add_unsafe_sandbox(p: argparse.ArgumentParser) -> None:
 
 
 def _allow_unsafe_sandbox(args: argparse.Namespace) -> None:
-    if args.unsafe_sandbox:
-        from ar2diff.evaluation.sandbox import allow_weak_isolation
+    import os
 
-        allow_weak_isolation()
+    from ar2diff.evaluation.sandbox import UNSAFE_ENV, allow_weak_isolation
+
+    allow_weak_isolation(args.unsafe_sandbox or os.environ.get(UNSAFE_ENV) == "1")
 
 
 def _add_placement(p: argparse.ArgumentParser, dtype_help: str) -> None:
+    p.add_argument("--trust-edited", action="store_true",
+                   help="load an ar2diff model folder whose files changed since it was saved "
+                        "(checksums fail), with a warning")
     g = p.add_argument_group("device")
     g.add_argument("--device", default="auto",
                    help="auto (the GPU when there is one, default), cpu, cuda or cuda:N")
@@ -382,6 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import os
+
+    from ar2diff.models.checkpoint import TRUST_ENV, trust_edited_folders
+
+    trust_edited_folders(getattr(args, "trust_edited", False) or os.environ.get(TRUST_ENV) == "1")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own bars only
