@@ -79,7 +79,8 @@ class TextGenerator:
             )
 
     def memory_estimate(self, prompt: int, length: int, opts: DecodeOptions, mode: str) -> int:
-        """Bytes one decoding request needs at its peak (logits, attention scores, KV cache)."""
+        """Bytes one decoding request needs at its peak, roughly: float32 logits and one copy, the
+        attention scores of one layer, the KV cache (an upper bound meant to catch what cannot fit)."""
         config = self.backbone.model.config
         vocab = len(self.tokenizer)
         hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", 0) or 0
@@ -88,9 +89,9 @@ class TextGenerator:
         total = prompt + length
         if mode == "ar":
             rows = opts.completions * (opts.num_beams if opts.strategy == "beam" else 1)
-            return rows * (2 * layers * total * hidden * 4 + 4 * vocab * 4)
+            return rows * (2 * layers * total * hidden * 4 + 2 * vocab * 4)
         rows = self.diffusion_config(opts).candidates
-        step = rows * length * (4 * vocab * 4 + 2 * heads * total * 4 + 4 * hidden * 4)
+        step = rows * length * (2 * vocab * 4 + 2 * heads * total * 4 + 4 * hidden * 4)
         return step + rows * 2 * layers * total * hidden * 4
 
     def _encode(self, prompt: str, chat: bool | None) -> list[int]:
