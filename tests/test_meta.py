@@ -122,3 +122,52 @@ def test_keyed_uniforms_depend_only_on_their_keys():
     assert float(many.mean()) == pytest.approx(0.5, abs=0.005)
     assert float(many.var()) == pytest.approx(1 / 12, abs=0.002)
     assert torch.histc(many, 10, 0, 1).div(many.numel()).sub(0.1).abs().max() < 0.005
+
+
+def test_model_folders_describe_themselves_and_edits_need_trust(tmp_path, capsys):
+    import json as _json
+
+    from ar2diff.cli import main
+
+    out = tmp_path / "run"
+    toy = ["data.source=toy", "tokenizer.kind=toy", "model.size=nano", "data.target_length=12",
+           "train.progress=false", "train.eval_every=0", "train.steps=1", "train.batch_size=2"]
+    assert main(["train", *toy, f"train.out_dir={out}"]) == 0
+    folder = out / "model"
+    config = _json.loads((folder / "config.json").read_text())
+    assert config["ar2diff"]["mode"] == "diffusion"
+    assert "text diffusion model" in (folder / "README.md").read_text()
+    (folder / "tokenizer_config.json").write_text(
+        (folder / "tokenizer_config.json").read_text().replace("{", "{\n", 1))
+    argv = ["generate", "--model", str(folder), "--prompt", "copy : 1 2", "--steps", "2"]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tokenizer_config.json" in err[0] and "--trust-edited" in err[0]
+    assert main([*argv, "--trust-edited"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith("warning:") and "tokenizer_config.json" in captured.err
+    assert captured.out.strip()
+    assert main(argv) == 2  # the permission does not outlive its command
+
+
+def test_plain_transformers_generate_decodes_by_diffusion_through_custom_generate(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from ar2diff.cli import main
+    from ar2diff.decoding import DecodeOptions
+    from ar2diff.generation import TextGenerator
+
+    out = tmp_path / "run"
+    toy = ["data.source=toy", "tokenizer.kind=toy", "model.size=nano", "data.target_length=12",
+           "train.progress=false", "train.eval_every=0", "train.steps=1", "train.batch_size=2"]
+    assert main(["train", *toy, f"train.out_dir={out}"]) == 0
+    folder = out / "model"
+    gen = TextGenerator.load(str(folder), device="cpu")
+    prompt = gen.encode_prompt("copy : 1 2 3", None)
+    ours = gen.generate_ids([prompt], DecodeOptions(mode="diffusion", steps=3, seed=5))[0][0]
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    ids = torch.tensor([prompt])
+    theirs = model.generate(ids, custom_generate=str(folder), trust_remote_code=True, steps=3,
+                            seed=5)
+    assert theirs[0, len(prompt):len(prompt) + len(ours)].tolist() == ours

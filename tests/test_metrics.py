@@ -14,6 +14,7 @@ from conftest import needs_data
 from ar2diff.data.tasks import TaskExample, load_task
 from ar2diff.errors import Ar2DiffError
 from ar2diff.evaluation import code_harness as harness
+from ar2diff.evaluation.checker import CodeTest
 from ar2diff.evaluation.metrics import pass_at_k as pk
 from ar2diff.evaluation.metrics.bleu import corpus_bleu, corpus_chrf, sentence_bleu
 from ar2diff.evaluation.metrics.squad import exact_match, f1, normalize_answer, squad_scores
@@ -160,8 +161,8 @@ def test_mbpp_program_order():
     example = TaskExample(
         "1", "prompt", "ref", {"test_list": ["assert f() == 1"], "test_setup_code": "x = Node()"}
     )
-    assert harness.build_program("mbpp", example, "def f():\n    return 1") == (
-        "def f():\n    return 1\nx = Node()\nassert f() == 1\n"
+    assert harness.build_program("mbpp", example, "def f():\n    return 1") == CodeTest(
+        "def f():\n    return 1", "x = Node()\nassert f() == 1\n"
     )
 
 
@@ -170,7 +171,7 @@ def test_humaneval_program_is_the_human_eval_check_program():
         "H/0", "def f():\n", "    return 1\n", {"test": "def check(c): pass", "entry_point": "f"}
     )
     program = harness.build_program("humaneval", example, "    return 2\n")
-    assert program == "def f():\n    return 2\n\n\ndef check(c): pass\n\ncheck(f)\n"
+    assert program == CodeTest("def f():\n    return 2\n", "def check(c): pass\n\ncheck(f)\n")
 
 
 def test_build_program_rejects_non_code_tasks():
@@ -189,11 +190,14 @@ def _plus_example(task_id="Mbpp/9", entry="f", atol=0, base=((1,),), plus=(), ta
     return TaskExample(task_id, "prompt", target, meta)
 
 
-def _runs_clean(program: str) -> bool:
-    """Exec a tiny trusted program in-process; True when it does not exit with an error."""
+def _runs_clean(test: CodeTest) -> bool:
+    """Run a tiny trusted test in-process (the solution's names given to the tests directly)."""
     handler = signal.getsignal(signal.SIGALRM)
     try:
-        exec(compile(program, "<test>", "exec"), {"__name__": "__main__"})
+        solution: dict = {"__name__": "__main__"}
+        exec(compile(test.solution, "<solution>", "exec"), solution)
+        scope = {k: v for k, v in solution.items() if not k.startswith("__")}
+        exec(compile(test.tests, "<tests>", "exec"), {"__name__": "__tests__", **scope})
         return True
     except SystemExit:
         return False
@@ -245,4 +249,4 @@ def test_mbpp_plus_program_for_hub_rows():
         "Mbpp/2", "p", "c", {"test": "assert f() == 1\n", "test_imports": ["import math"]}
     )
     program = harness.build_program("mbpp-plus", example, "def f():\n    return 1")
-    assert program == "import math\ndef f():\n    return 1\n\nassert f() == 1\n\n"
+    assert program == CodeTest("def f():\n    return 1", "import math\n\nassert f() == 1\n\n")

@@ -7,6 +7,7 @@ files outside the sandbox and the process table stay as they were.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -22,6 +23,7 @@ from string import Template
 import pytest
 
 from ar2diff.evaluation import sandbox
+from ar2diff.evaluation.checker import CodeTest
 from ar2diff.evaluation.sandbox import ExecResult, isolation_mode, run_program, run_programs
 
 TIMEOUT_S = 2.0
@@ -185,8 +187,17 @@ def normal_program(i: int) -> str:
     return f"import sys\nassert sum(range({i})) == {total}\nprint('normal-{i}', file=sys.stderr)\n"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _weak_isolation_allowed():
+    """The sandbox's own tests run in whatever mode this machine has, weak ones included."""
+    saved = sandbox._allow_weak
+    sandbox.allow_weak_isolation(True)
+    yield
+    sandbox.allow_weak_isolation(saved)
+
+
 def has(feature: str) -> bool:
-    return feature in isolation_mode().split("+")
+    return feature in sandbox.detected_mode().split("+")
 
 
 def processes_with_token() -> list[int]:
@@ -259,7 +270,7 @@ def battery() -> Iterator[Battery]:
 @pytest.mark.parametrize("name", list(CASES))
 def test_hostile_case_ends_with_expected_status(battery: Battery, name: str) -> None:
     if name not in battery.results:
-        pytest.skip(f"needs {set(CASES[name].needs)} isolation, mode is {isolation_mode()}")
+        pytest.skip(f"needs {set(CASES[name].needs)} isolation, mode is {sandbox.detected_mode()}")
     result = battery.results[name]
     expected = CASES[name].expected
     if not all(has(f) for f in CASES[name].needs):
@@ -331,15 +342,41 @@ def test_invalid_arguments(kwargs: dict) -> None:
         run_programs(["pass"], **kwargs)
 
 
+def _report(status: int | None) -> bytes:
+    return json.dumps({"program": status}).encode()
+
+
 def test_cpu_limit_signal_counts_as_timeout() -> None:
-    assert sandbox._classify(str(int(signal.SIGXCPU)).encode(), 0, "")[0] == "timeout"
+    assert sandbox._classify(_report(int(signal.SIGXCPU)), 0, "")[0] == "timeout"
     assert sandbox._classify(b"", 0, "")[0] == "killed"
     assert sandbox._classify(b"", 1, "Traceback")[0] == "error"
 
 
+@pytest.mark.parametrize("sig", [34, 40, 64, 31])
+def test_any_signal_is_a_verdict(sig: int) -> None:
+    assert sandbox._classify(_report(sig), 0, "") == ("killed", f"killed by {sandbox._signal_name(sig)}")
+
+
+@pytest.mark.parametrize("raw", [b"garbage", b"[1]", b'{"program": "x"}', b"\xff"])
+def test_unreadable_report_is_an_error_verdict(raw: bytes) -> None:
+    assert sandbox._classify(raw, 0, "")[0] == "error"
+
+
+def test_realtime_signals_and_odd_exit_statuses_end_as_verdicts() -> None:
+    programs = {
+        "import os\nos.kill(os.getpid(), 40)": "killed",
+        "import os, signal\nos.kill(os.getpid(), signal.SIGRTMAX)": "killed",
+        "import os\nos._exit(300)": "failed",
+        "import os\nos._exit(255)": "failed",
+    }
+    results = run_programs(list(programs), TIMEOUT_S)
+    assert [r.status for r in results] == list(programs.values()), results
+    assert "SIGRTMIN+6" in results[0].detail
+
+
 def test_detected_mode_is_the_strongest_available() -> None:
     candidates = sandbox._candidate_modes()
-    assert isolation_mode() == next(m.name for m in candidates if sandbox._probe(m))
+    assert sandbox.detected_mode() == next(m.name for m in candidates if sandbox._probe(m))
 
 
 @pytest.mark.parametrize("name", list(sandbox._MODES))
@@ -355,3 +392,94 @@ def test_each_mode_that_works_here(name: str) -> None:
     }
     for status, program in programs.items():
         assert sandbox._run(program, 1.0, MEMORY_MB, mode).status == status
+
+
+# ---------------------------------------------------------------- weak isolation only on request
+
+
+@pytest.fixture
+def fresh_detection(monkeypatch):
+    """Detection starts over; the weak-isolation permission is off."""
+    monkeypatch.setattr(sandbox, "_detected", None)
+    monkeypatch.setattr(sandbox, "_failures", [])
+    monkeypatch.setattr(sandbox, "_allow_weak", False)
+
+
+def _broken_namespaces(monkeypatch) -> None:
+    """Namespace modes fail their real trial: their mount plan names a folder that is absent."""
+    real = sandbox._mount_plan
+    monkeypatch.setattr(sandbox, "_mount_plan", lambda root, mode: [
+        *real(root, mode), ("/nonexistent-ar2diff-mount-target", "755", [])])
+
+
+@pytest.mark.parametrize("weak", ["uid", "basic"])
+def test_weak_mode_is_refused_unless_allowed(fresh_detection, monkeypatch, weak: str) -> None:
+    if not sandbox._probe(sandbox._MODES[weak]):
+        pytest.skip(f"mode {weak} does not work here (e.g. an interpreter under /root)")
+    _broken_namespaces(monkeypatch)
+    strong = ["namespaces+uid"] if os.geteuid() == 0 else ["namespaces"]
+    monkeypatch.setattr(sandbox, "_candidate_modes",
+                        lambda: [sandbox._MODES[n] for n in (*strong, weak)])
+    from ar2diff.errors import Ar2DiffError
+
+    with pytest.raises(Ar2DiffError, match=f"--unsafe-sandbox.*mode {weak}") as info:
+        run_program("pass")
+    assert f"mode {strong[0]} failed its trial" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert sandbox.detected_mode() == weak
+    sandbox.allow_weak_isolation()
+    assert isolation_mode() == weak
+    assert run_program("print('ran')").status == "passed"
+    assert run_program(CodeTest("def f():\n    return 1\n", "assert f() == 1\n")).passed
+
+
+def test_cli_refuses_code_evaluation_without_isolation(fresh_detection, monkeypatch, tmp_path,
+                                                     capsys) -> None:
+    from ar2diff.cli import main
+
+    _broken_namespaces(monkeypatch)
+    monkeypatch.setattr(sandbox, "_candidate_modes", lambda: [sandbox._MODES["basic"]])
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text('{"task_id": "HumanEval/0", "completion": "    return True\\n"}\n')
+    argv = ["evaluate", "--task", "humaneval", "--limit", "1", "--predictions", str(predictions),
+            "--out", str(tmp_path / "r.json")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--unsafe-sandbox" in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "r.json").exists()
+    assert main([*argv, "--unsafe-sandbox"]) == 0
+    assert (tmp_path / "r.json").exists()
+
+
+def test_run_folder_is_the_only_writable_place_and_home_is_hidden() -> None:
+    """Namespace modes: the interpreter is read-only, the user's home is out of sight, and the
+    working folder is one bounded tmpfs (whole-run disk limit)."""
+    probe = f"""\
+import os, sys
+home = {os.path.realpath(os.path.expanduser("~"))!r}
+exe_dir = os.path.dirname(os.path.realpath(sys.executable))
+try:
+    open(os.path.join(exe_dir, "planted.pth"), "w")
+    sys.exit("interpreter folder writable")
+except OSError:
+    pass
+visible = [n for n in os.listdir(home) if not exe_dir.startswith(os.path.join(home, n))]
+if visible:
+    sys.exit(f"home shows {{visible[:5]}}")
+written = 0
+try:
+    for i in range(8):
+        with open(f"part{{i}}", "wb") as f:
+            f.write(b"x" * (16 << 20))
+        written += 16
+except OSError:
+    pass
+if written >= 128:
+    sys.exit(f"wrote {{written}} MiB")
+"""
+    for name in ("namespaces+uid", "namespaces"):
+        mode = sandbox._MODES[name]
+        if not sandbox._probe(mode):
+            continue
+        result = sandbox._run(probe, 10.0, MEMORY_MB, mode)
+        assert result.status == "passed", (name, result)

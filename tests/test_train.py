@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -11,9 +12,9 @@ from safetensors.torch import load_file
 
 from ar2diff.config import load_config, parse_overrides
 from ar2diff.errors import Ar2DiffError
-from ar2diff.models.checkpoint import load_model
+from ar2diff.models.checkpoint import CHECKSUMS, load_model, sha256
 from ar2diff.training.assemble import run_training
-from ar2diff.training.loop import checkpoints
+from ar2diff.training.loop import checkpoints, load_trainer_state
 
 TOY = ["data.source=toy", "tokenizer.kind=toy", "model.size=nano", "data.target_length=12",
        "train.progress=false", "train.eval_every=0", "optim.warmup_steps=2", "optim.lr=3e-3"]
@@ -238,3 +239,38 @@ def test_adapt_preset_adapts_a_local_model_with_masked_noise_and_resumes(tmp_pat
     _, tok, meta = load_model(full.model_dir)
     assert meta.noise == "mask" and meta.mask_id == tok.mask_token_id == len(toy_tokenizer)
     assert meta.layout == "diffusion-causal-input" and meta.shift is True
+
+
+class _RunsCode:
+    """Unpickling this creates a file: a stand-in for a crafted checkpoint."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_never_unpickles_objects(tmp_path):
+    out = tmp_path / "run"
+    run_training(_cfg(out, "train.steps=2", "train.batch_size=2", "train.save_every=1"))
+    shutil.rmtree(out / "model")
+    latest = sorted((out / "checkpoints").iterdir())[-1]
+    marker = tmp_path / "pwned"
+    state = torch.load(latest / "trainer_state.pt", weights_only=True)
+    torch.save({**state, "history": [_RunsCode(marker)]}, latest / "trainer_state.pt")
+    sums = {p.name: sha256(p) for p in latest.iterdir() if p.is_file() and p.name != CHECKSUMS}
+    (latest / CHECKSUMS).write_text(json.dumps(sums))  # a crafted folder checks out
+    with pytest.raises(Ar2DiffError, match="trainer_state.pt holds objects other than tensors"):
+        run_training(_cfg(out, "train.steps=2", "train.batch_size=2", "train.save_every=1"),
+                     resume=True)
+    assert not marker.exists()
+
+
+def test_trainer_state_without_its_keys_is_refused(tmp_path):
+    torch.save({"step": 1}, tmp_path / "trainer_state.pt")
+    with pytest.raises(Ar2DiffError, match="lacks the trainer state keys"):
+        load_trainer_state(tmp_path / "trainer_state.pt")
+    (tmp_path / "trainer_state.pt").write_bytes(b"not a zip")
+    with pytest.raises(Ar2DiffError, match="trainer_state.pt (holds objects|is not a readable)"):
+        load_trainer_state(tmp_path / "trainer_state.pt")

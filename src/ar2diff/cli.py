@@ -82,7 +82,24 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
                    help="wrap the prompt in the tokenizer's chat template (default: if it has one)")
 
 
+def _add_unsafe_sandbox(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--unsafe-sandbox", action="store_true",
+                   help="run generated code even where the sandbox cannot isolate it (no "
+                        "namespaces): it then reaches the network and the user's files")
+
+
+def _allow_unsafe_sandbox(args: argparse.Namespace) -> None:
+    import os
+
+    from ar2diff.evaluation.sandbox import UNSAFE_ENV, allow_weak_isolation
+
+    allow_weak_isolation(args.unsafe_sandbox or os.environ.get(UNSAFE_ENV) == "1")
+
+
 def _add_placement(p: argparse.ArgumentParser, dtype_help: str) -> None:
+    p.add_argument("--trust-edited", action="store_true",
+                   help="load an ar2diff model folder whose files changed since it was saved "
+                        "(checksums fail), with a warning")
     g = p.add_argument_group("device")
     g.add_argument("--device", default="auto",
                    help="auto (the GPU when there is one, default), cpu, cuda or cuda:N")
@@ -98,9 +115,9 @@ def decode_options(args: argparse.Namespace) -> DecodeOptions:
     candidates, completions = args.candidates, args.completions
     if args.samples is not None:
         if args.mode == "diffusion":
-            candidates = candidates or args.samples
+            candidates = args.samples if candidates is None else candidates
         else:
-            completions = completions or args.samples
+            completions = args.samples if completions is None else completions
     return DecodeOptions(
         mode=args.mode, steps=args.steps, temperature=args.temperature,
         max_new_tokens=args.max_new_tokens, seed=args.seed, strategy=args.strategy,
@@ -108,7 +125,7 @@ def decode_options(args: argparse.Namespace) -> DecodeOptions:
         repetition_penalty=args.repetition_penalty, block_length=args.block_length,
         threshold=args.threshold, factor=args.factor, confidence=args.confidence,
         eos_stop=args.eos_stop, eos_penalty=args.eos_penalty, candidates=candidates,
-        completions=completions or 1,
+        completions=1 if completions is None else completions,
     )
 
 
@@ -156,6 +173,7 @@ def _configure_adapt(p: argparse.ArgumentParser) -> None:
 def cmd_adapt(args: argparse.Namespace) -> None:
     from ar2diff.recipes import adapt
 
+    _at_least(1, steps=args.steps)
     result = adapt(args.model, args.steps, args.out, args.data, args.overrides, args.resume)
     print(f"adapted model saved to {result.model_dir}")
 
@@ -183,6 +201,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from ar2diff.recipes import finetune_config
     from ar2diff.training.assemble import run_training
 
+    _at_least(1, steps=args.steps)
     config = finetune_config(args.model, args.task, args.mode, args.out, args.steps,
                              args.overrides)
     print(f"fine-tuned model saved to {run_training(config, resume=args.resume).model_dir}")
@@ -210,12 +229,12 @@ def _configure_generate(p: argparse.ArgumentParser) -> None:
 def cmd_generate(args: argparse.Namespace) -> None:
     from ar2diff.generation import TextGenerator
 
+    opts = decode_options(args)  # checked before any loading
     gen = TextGenerator.load(args.model, args.dtype, args.device)
     if args.show_steps:
         _show_steps(gen, args)
         return
-    for prompt, outs in zip(args.prompt, gen.generate(args.prompt, decode_options(args)),
-                            strict=True):
+    for prompt, outs in zip(args.prompt, gen.generate(args.prompt, opts), strict=True):
         for text in outs:
             print(text if len(args.prompt) == 1 else f"{prompt}\t{text}")
 
@@ -264,6 +283,7 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, nargs="+", default=[1], help="k values for pass@k")
     p.add_argument("--batch-size", type=int, default=8, help="prompts decoded together")
     p.add_argument("--out", required=True, help="results JSON file to write")
+    _add_unsafe_sandbox(p)
     _add_decoding(p)
     _add_placement(p, "weights' dtype (default: an ar2diff folder's own, else float32)")
 
@@ -272,6 +292,8 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from ar2diff.evaluation.run import evaluate_model, score_predictions_file
 
+    _allow_unsafe_sandbox(args)
+    _at_least(1, limit=args.limit, k=args.k, batch_size=args.batch_size)
     where = {"split": args.split, "data": args.data, "limit": args.limit, "ks": args.k,
              "out": args.out}
     if args.predictions:
@@ -297,6 +319,7 @@ cmd_evaluate.configure = _configure_evaluate
 def _configure_experiment(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="experiment YAML, e.g. configs/experiments/tiny.yaml")
     p.add_argument("--out", help="output folder (default runs/experiments/<name>)")
+    _add_unsafe_sandbox(p)
     _add_placement(p, "dtype of evaluations whose spec names none (default float32; a "
                       "different one makes those cells distinct)")
 
@@ -305,6 +328,7 @@ def _configure_experiment(p: argparse.ArgumentParser) -> None:
 def cmd_experiment(args: argparse.Namespace) -> None:
     from ar2diff.experiments.runner import run_experiment
 
+    _allow_unsafe_sandbox(args)
     summary = run_experiment(args.config, args.out, device=args.device, dtype=args.dtype)
     print(f"report: {summary['name']} — {len(summary['tables'])} tables, "
           f"{len(summary['plots'])} plots")
@@ -339,6 +363,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     from ar2diff.speed import bench
 
+    _at_least(1, lengths=args.lengths, seq_len=args.seq_len, batch=args.batch,
+              micro_batch=args.micro_batch)
     out = Path(args.out or f"bench/results/{args.what}.json")
     if args.what == "decode":
         bench.decode_bench(args.models, args.lengths, out, dtype=args.dtype, device=args.device)
@@ -418,6 +444,7 @@ def _configure_demo(p: argparse.ArgumentParser) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from ar2diff import demo
 
+    _at_least(1, steps=args.steps)
     if args.toy:
         demo.toy_demo(args.out, steps=args.steps)
     else:
@@ -430,8 +457,23 @@ cmd_demo.configure = _configure_demo
 # ---- entry point -------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error of the command line."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _at_least(low: int, **values: int | list[int] | None) -> None:
+    """Refuse command-line numbers below ``low`` (names are flags with _ for -)."""
+    for name, value in values.items():
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None and v < low:
+                raise Ar2DiffError(f"--{name.replace('_', '-')} {v}: must be at least {low}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ar2diff",
         description="Autoregressive and SUNDAE text diffusion models, and AR2Diff between them.",
     )
@@ -445,6 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import os
+
+    from ar2diff.models.checkpoint import TRUST_ENV, trust_edited_folders
+
+    trust_edited_folders(getattr(args, "trust_edited", False) or os.environ.get(TRUST_ENV) == "1")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own bars only

@@ -206,7 +206,16 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+        if not all(parts):
+            raise Ar2DiffError(f"override {pair!r}: the key has an empty part; use section.key=value")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise Ar2DiffError(f"override {pair!r}: the value is not valid YAML ({first}); "
+                               "quote it, e.g. key='text'") from None
+        if not isinstance(node, dict):
+            raise Ar2DiffError(f"override {pair!r}: {'.'.join(parts[:-1])} is not a section")
     return nested
 
 
@@ -257,7 +266,8 @@ def validate(config: RunConfig) -> None:
     """Cross-field checks that types alone cannot express."""
     t, o = config.train, config.objective
     if t.steps < 1 or t.batch_size < 1:
-        raise Ar2DiffError("train.steps and train.batch_size must be at least 1")
+        raise Ar2DiffError(f"train.steps ({t.steps}) and train.batch_size ({t.batch_size}) must be "
+                           "at least 1")
     micro = t.micro_batch_size or t.batch_size
     if micro < 1 or t.batch_size % micro:
         raise Ar2DiffError(
@@ -276,6 +286,81 @@ def validate(config: RunConfig) -> None:
         raise Ar2DiffError("data.source=task needs data.task (e.g. data.task=squad)")
     if config.data.toy_min_len < 1 or config.data.toy_max_len < config.data.toy_min_len:
         raise Ar2DiffError("data.toy_min_len must be ≥ 1 and ≤ data.toy_max_len")
+    _check_ranges(config)
+    for name in ("beta1", "beta2"):
+        beta = getattr(config.optim, name)
+        if not 0 <= beta < 1:
+            raise Ar2DiffError(f"config field optim.{name}: {beta!r} must be in [0, 1)")
+    _check_positions(config)
+    _check_device(t.device)
+
+
+# field: (smallest allowed, largest allowed or None, inclusive low?) for numbers in a config
+_RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "data.target_length": (1, None, True),
+    "data.input_length": (1, None, True),
+    "data.segment_length": (2, None, True),
+    "data.code_fraction": (0, 1, True),
+    "model.max_positions": (1, None, True),
+    "tokenizer.vocab_size": (1, None, True),
+    "tokenizer.sentinels": (0, None, True),
+    "objective.anneal_steps": (0, None, True),
+    "optim.warmup_steps": (0, None, True),
+    "optim.grad_clip": (0, None, False),
+    "optim.weight_decay": (0, None, True),
+    "optim.min_lr_ratio": (0, 1, True),
+    "train.micro_batch_size": (0, None, True),
+    "train.eval_every": (0, None, True),
+    "train.eval_examples": (1, None, True),
+    "train.save_every": (0, None, True),
+    "train.keep_last": (1, None, True),
+    "train.seed": (0, None, True),
+    "sample.steps": (1, None, True),
+    "sample.temperature": (0, None, True),
+    "sample.candidates": (1, None, True),
+    "sample.max_new_tokens": (1, None, True),
+    "sample.repetition_penalty": (0, None, False),
+}
+
+
+def _check_ranges(config: RunConfig) -> None:
+    for where, (low, high, inclusive) in _RANGES.items():
+        section, name = where.split(".")
+        value = getattr(getattr(config, section), name)
+        bad_low = value < low if inclusive else value <= low
+        if bad_low or (high is not None and value > high) or value != value:
+            bound = f"at least {low}" if inclusive else f"above {low}"
+            span = f"{bound}{'' if high is None else f' and at most {high}'}"
+            raise Ar2DiffError(f"config field {where}: {value!r} is out of range; it must be {span}")
+
+
+def _check_positions(config: RunConfig) -> None:
+    """A model built from scratch must have positions for the longest sequence it is fed."""
+    m, d, o = config.model, config.data, config.objective
+    if m.pretrained is not None or m.arch == "t5":
+        return
+    longest = d.segment_length if o.format in ("causal", "span") else d.input_length + d.target_length
+    if m.max_positions < longest:
+        raise Ar2DiffError(
+            f"config field model.max_positions: {m.max_positions} is below the longest sequence "
+            f"({longest} tokens: data.input_length + data.target_length, or data.segment_length); "
+            "raise it or shorten the data"
+        )
+
+
+def _check_device(name: str) -> None:
+    """The device's spelling (whether this machine has it is checked when the run starts)."""
+    import torch
+
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise Ar2DiffError(f"config field train.device: {name!r} is not a device; use auto, cpu, "
+                           "cuda or cuda:N")
 
 
 def _validate_blocks(config: RunConfig) -> None:

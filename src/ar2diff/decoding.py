@@ -16,12 +16,14 @@ config); :class:`DecodeOptions` is what a caller asks for, ``None`` meaning "the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ar2diff.errors import Ar2DiffError
 
 MODES = ("ar", "diffusion")
 CONFIDENCES = ("probability", "margin", "entropy")
+STRATEGIES = ("greedy", "sample", "beam")
 
 # The paper's diffusion defaults: T = 10 steps, temperature 0.2, N = 8 candidates.
 DEFAULT_STEPS = 10
@@ -73,6 +75,55 @@ class DecodeOptions:
     eos_stop: bool | None = None  # masked diffusion; default: the model's (on)
     eos_penalty: float | None = None  # diffusion; default: the model's (1 = off)
 
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+def _number(value, flag: str, integer: bool) -> None:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+        raise Ar2DiffError(f"{flag} {value!r}: expected {'an integer' if integer else 'a number'}")
+
+
+def check_options(opts: DecodeOptions) -> None:
+    """Reject decoding options no decoder can honour, naming the command-line flag."""
+    at_least = {  # flag: (value, smallest allowed, integer?)
+        "--steps": (opts.steps, 1, True),
+        "--completions": (opts.completions, 1, True),
+        "--candidates": (opts.candidates, 1, True),
+        "--max-new-tokens": (opts.max_new_tokens, 1, True),
+        "--num-beams": (opts.num_beams, 1, True),
+        "--block-length": (opts.block_length, 0, True),
+        "--seed": (opts.seed, 0, True),
+        "--temperature": (opts.temperature, 0, False),
+    }
+    for flag, (value, low, integer) in at_least.items():
+        if value is None:
+            continue
+        _number(value, flag, integer)
+        if value < low:
+            raise Ar2DiffError(f"{flag} {value}: must be at least {low}")
+    if opts.seed >= 1 << 63:
+        raise Ar2DiffError(f"--seed {opts.seed}: must be below 2**63")
+    _number(opts.top_p, "--top-p", False)
+    if not 0 < opts.top_p <= 1:
+        raise Ar2DiffError(f"--top-p {opts.top_p}: must be in (0, 1] (1 = no nucleus cut)")
+    if opts.repetition_penalty is not None:
+        _number(opts.repetition_penalty, "--repetition-penalty", False)
+        if opts.repetition_penalty <= 0:
+            raise Ar2DiffError(f"--repetition-penalty {opts.repetition_penalty}: must be positive "
+                               "(1 = off, > 1 discourages repeats)")
+    if opts.mode is not None and opts.mode not in MODES:
+        raise Ar2DiffError(f"--mode {opts.mode!r}: choose ar or diffusion")
+    if opts.strategy not in STRATEGIES:
+        raise Ar2DiffError(f"--strategy {opts.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    for flag, value in (("--threshold", opts.threshold), ("--factor", opts.factor),
+                        ("--eos-penalty", opts.eos_penalty)):
+        if value is not None:
+            _number(value, flag, False)
+    check_rules(opts.threshold or 0.0, opts.factor or 0.0, opts.confidence or CONFIDENCES[0],
+                1.0 if opts.eos_penalty is None else opts.eos_penalty)
+
 
 # Names an earlier release used for DecodeOptions fields (experiment specs may still use them).
 OPTION_ALIASES = {"parallel": "candidates", "num_return": "completions"}
@@ -80,7 +131,13 @@ OPTION_ALIASES = {"parallel": "candidates", "num_return": "completions"}
 
 def decode_options(fields: dict) -> DecodeOptions:
     """DecodeOptions from a mapping, accepting the older field names."""
-    return DecodeOptions(**{OPTION_ALIASES.get(k, k): v for k, v in fields.items()})
+    known = set(DecodeOptions.__dataclass_fields__)
+    renamed = {OPTION_ALIASES.get(k, k): v for k, v in fields.items()}
+    unknown = sorted(set(renamed) - known)
+    if unknown:
+        raise Ar2DiffError(f"unknown decoding option {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    return DecodeOptions(**renamed)
+
 
 
 def check_rules(threshold: float, factor: float, confidence: str, eos_penalty: float,

@@ -9,6 +9,7 @@ from ar2diff.config import load_config
 from ar2diff.data.sources import HELD_OUT
 from ar2diff.data.toy import toy_pair
 from ar2diff.decoding import DEFAULT_CANDIDATES, DEFAULT_STEPS, DEFAULT_TEMPERATURE, DecodeOptions
+from ar2diff.errors import Ar2DiffError
 from ar2diff.generation import TextGenerator
 from ar2diff.recipes import adapt
 from ar2diff.training.assemble import run_training
@@ -33,7 +34,7 @@ def toy_exact_match(gen: TextGenerator, task: str, seed: int, n: int, opts: Deco
 def toy_demo(out: str, steps: int | None = None, n_eval: int = 200) -> float:
     """Train a tiny diffusion model to copy digit strings, sample it, print exact match."""
     start = time.perf_counter()
-    config = load_config(None, [*TOY_OVERRIDES, f"train.steps={steps or 800}",
+    config = load_config(None, [*TOY_OVERRIDES, f"train.steps={800 if steps is None else steps}",
                                 f"train.out_dir={Path(out) / 'toy'}"])
     result = run_training(config)
     trained = time.perf_counter()
@@ -56,7 +57,9 @@ DEMO_STEPS = 60
 
 def ar2diff_demo(out: str, steps: int | None = None, model: str = "smollm2-135m") -> None:
     """Load SmolLM2-135M, adapt it briefly, and answer one prompt by AR and by diffusion."""
-    steps = steps or DEMO_STEPS
+    steps = DEMO_STEPS if steps is None else steps
+    if steps < 1:
+        raise Ar2DiffError(f"--steps {steps}: must be at least 1")
     print(f"loading {model} and adapting it to diffusion for {steps} steps "
           "(AR2Diff step 2, masked-diffusion prefix LM on books + code) …")
     result = adapt(model, steps, str(Path(out) / "adapted"),

@@ -42,6 +42,11 @@ class TextGenerator:
         """Prompt text → ids (through the chat template when asked); checks the length."""
         if not prompt.strip():
             raise Ar2DiffError("the prompt is empty; pass some text with --prompt")
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise Ar2DiffError(f"the prompt is not valid UTF-8 (undecodable byte at character "
+                               f"{exc.start}); pass UTF-8 text") from None
         return self._checked(self._encode(prompt, chat))
 
     def encode_messages(self, messages: list[dict[str, str]]) -> list[int]:
@@ -53,18 +58,54 @@ class TextGenerator:
         text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return self._checked(tok.encode(text, add_special_tokens=False))
 
-    @property
-    def max_positions(self) -> int | None:
-        """The most positions (prompt and output) the model takes, if it says."""
-        config = self.backbone.model.config
-        return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-
     def _checked(self, ids: list[int]) -> list[int]:
-        limit = self.max_positions
+        limit = self.position_limit()
         if limit and len(ids) >= limit:
             raise Ar2DiffError(f"the prompt is too long: {len(ids)} tokens, the model takes at most "
                                f"{limit} positions (prompt and output); shorten it")
         return ids
+
+    def position_limit(self) -> int | None:
+        """How many positions (prompt and output together) the model takes; None: no fixed limit."""
+        config = self.backbone.model.config
+        return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+    def check_fits(self, inputs: list[list[int]], opts: DecodeOptions) -> None:
+        """Refuse outputs beyond the model's positions, or too large for the memory there is."""
+        mode = self.mode(opts)
+        length = (self.ar_config(opts).max_new_tokens if mode == "ar"
+                  else self.diffusion_config(opts).target_length)
+        flag = "--max-new-tokens"
+        prompt = max((len(x) for x in inputs), default=0)
+        limit = self.position_limit()
+        decoder_only = not getattr(self.backbone.model.config, "is_encoder_decoder", False)
+        if limit and decoder_only and prompt + length > limit:
+            raise Ar2DiffError(f"{flag} {length}: the prompt ({prompt} tokens) and the output must fit "
+                               f"the model's {limit} positions; use at most {max(0, limit - prompt)}")
+        need = self.memory_estimate(prompt, length, opts, mode)
+        free = available_memory(self.backbone.device)
+        if free is not None and need > free:
+            raise Ar2DiffError(
+                f"{flag} {length}: decoding needs about {need / 2**30:.1f} GiB, but only "
+                f"{free / 2**30:.1f} GiB is free on {self.backbone.device}; ask for fewer tokens, "
+                "candidates or completions"
+            )
+
+    def memory_estimate(self, prompt: int, length: int, opts: DecodeOptions, mode: str) -> int:
+        """Bytes one decoding request needs at its peak, roughly: float32 logits and one copy, the
+        attention scores of one layer, the KV cache (an upper bound meant to catch what cannot fit)."""
+        config = self.backbone.model.config
+        vocab = len(self.tokenizer)
+        hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", 0) or 0
+        layers = getattr(config, "num_hidden_layers", None) or getattr(config, "num_layers", 1)
+        heads = getattr(config, "num_attention_heads", None) or getattr(config, "num_heads", 1)
+        total = prompt + length
+        if mode == "ar":
+            rows = opts.completions * (opts.num_beams if opts.strategy == "beam" else 1)
+            return rows * (2 * layers * total * hidden * 4 + 2 * vocab * 4)
+        rows = self.diffusion_config(opts).candidates
+        step = rows * length * (2 * vocab * 4 + 2 * heads * total * 4 + 4 * hidden * 4)
+        return step + rows * 2 * layers * total * hidden * 4
 
     def _encode(self, prompt: str, chat: bool | None) -> list[int]:
         tok = self.tokenizer
@@ -97,6 +138,7 @@ class TextGenerator:
         Diffusion returns independent runs (seeds ``seed``, ``seed + 1``, …), each the best of
         ``opts.candidates`` candidates.
         """
+        self.check_fits(inputs, opts)
         if self.mode(opts) == "ar":
             return ar_generate(self.backbone, inputs, self.ar_config(opts), self.ids["eos"],
                                self.ids["pad"])
@@ -114,7 +156,8 @@ class TextGenerator:
         meta = self.meta
         return ARSampling(
             strategy=opts.strategy,
-            max_new_tokens=opts.max_new_tokens or meta.decoding.max_new_tokens,
+            max_new_tokens=meta.decoding.max_new_tokens if opts.max_new_tokens is None
+            else opts.max_new_tokens,
             temperature=DEFAULT_AR_TEMPERATURE if opts.temperature is None else opts.temperature,
             top_p=opts.top_p, num_beams=opts.num_beams, completions=opts.completions, seed=opts.seed,
             layout=meta.layout if meta.mode == "ar" else "prefix",
@@ -132,10 +175,11 @@ class TextGenerator:
             raise Ar2DiffError(f"--threshold / --factor decode masked-diffusion models; this one "
                                f"uses {self.noise.name!r} noise")
         return DiffusionSampling(
-            steps=opts.steps or d.steps,
+            steps=d.steps if opts.steps is None else opts.steps,
             temperature=d.temperature if opts.temperature is None else opts.temperature,
-            candidates=opts.candidates or d.candidates,
-            target_length=opts.max_new_tokens or self.meta.target_length,
+            candidates=d.candidates if opts.candidates is None else opts.candidates,
+            target_length=self.meta.target_length if opts.max_new_tokens is None
+            else opts.max_new_tokens,
             shift=self.meta.shift,
             seed=opts.seed,
             early_stop=opts.early_stop,
@@ -169,3 +213,30 @@ class TextGenerator:
         inputs = [self.encode_prompt(p, opts.chat) for p in prompts]
         outs = self.generate_ids(inputs, opts)
         return [[self.tokenizer.decode(s, skip_special_tokens=True) for s in row] for row in outs]
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a request on ``device``: the GPU's free memory, or on the CPU the smaller
+    of the system's available memory and what the process's memory cgroup still allows."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    free = []
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        free.append(int(info["MemAvailable"].split()[0]) * 1024)
+    except (OSError, KeyError, ValueError):
+        pass
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                          "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit) as f, open(usage) as g:
+                text = f.read().strip()
+                if text != "max" and int(text) < 1 << 60:
+                    free.append(int(text) - int(g.read().strip()))
+        except (OSError, ValueError):
+            continue
+    return min(free) if free else None

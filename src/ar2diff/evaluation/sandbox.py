@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import selectors
 import signal
 import stat
@@ -24,6 +25,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from ar2diff.errors import Ar2DiffError
+from ar2diff.evaluation.checker import CHECKER_SOURCE, CodeTest, program_text
 from ar2diff.evaluation.sandbox_child import BOOTSTRAP
 
 logger = logging.getLogger(__name__)
@@ -80,19 +83,38 @@ _MODES = {
     "uid": _Mode("uid", namespaces=False, drop_uid=True),
     "basic": _Mode("basic", namespaces=False, drop_uid=False),
 }
+# Modes that run generated code without being asked to: a private pid, network and mount view.
+STRONG_MODES = ("namespaces+uid", "namespaces")
+UNSAFE_ENV = "AR2DIFF_UNSAFE_SANDBOX"  # "1": run in a weaker mode when no strong one works
+_LACKS = {
+    "uid": "no network isolation, daemons outlive the run, reads what the harness can read",
+    "basic": "no network isolation, daemons outlive the run, the harness user's full rights "
+             "(it can kill the harness and change its files), no limit on processes",
+}
 _mode_lock = threading.Lock()
 _detected: _Mode | None = None
+_failures: list[str] = []  # why stronger modes failed their trial
+_allow_weak = os.environ.get(UNSAFE_ENV) == "1"
 _run_ids = itertools.count()
 
 
-def run_program(program: str, timeout_s: float = 10.0, memory_mb: int = 1024) -> ExecResult:
-    """Run one Python program in the sandbox; never raises for anything the program does."""
+def allow_weak_isolation(allow: bool = True) -> None:
+    """Let generated code run in a weaker mode (``uid``, ``basic``) when no strong one works."""
+    global _allow_weak
+    _allow_weak = allow
+
+
+Job = str | CodeTest  # a plain program (verdict: its exit status) or a checked code test
+
+
+def run_program(program: Job, timeout_s: float = 10.0, memory_mb: int = 1024) -> ExecResult:
+    """Run one Python program or checked test in the sandbox; never raises for what it does."""
     _check_limits(timeout_s, memory_mb)
     return _run(program, timeout_s, memory_mb, _mode())
 
 
 def run_programs(
-    programs: list[str], timeout_s: float = 10.0, memory_mb: int = 1024, workers: int = 2
+    programs: list[Job], timeout_s: float = 10.0, memory_mb: int = 1024, workers: int = 2
 ) -> list[ExecResult]:
     """Run programs on ``workers`` parallel sandboxes; results come back in input order."""
     _check_limits(timeout_s, memory_mb)
@@ -107,8 +129,17 @@ def run_programs(
 
 
 def isolation_mode() -> str:
-    """The isolation in use: "namespaces+uid", "namespaces", "uid" or "basic" (detected once)."""
+    """The isolation in use: "namespaces+uid", "namespaces", "uid" or "basic" (detected once).
+
+    Raises ``Ar2DiffError`` naming what is missing when only a weak mode works here and weak
+    isolation was not allowed (``allow_weak_isolation``, ``--unsafe-sandbox``).
+    """
     return _mode().name
+
+
+def detected_mode() -> str:
+    """The strongest mode that works here, allowed or not (for reports and tests)."""
+    return _detect().name
 
 
 def _check_limits(timeout_s: float, memory_mb: int) -> None:
@@ -119,12 +150,26 @@ def _check_limits(timeout_s: float, memory_mb: int) -> None:
 
 
 def _mode() -> _Mode:
+    """The strongest working mode; a weak one only when allowed."""
+    mode = _detect()
+    if mode.name not in STRONG_MODES and not _allow_weak:
+        missing = "; ".join(_failures) or "no namespaces"
+        raise Ar2DiffError(
+            f"the sandbox cannot isolate generated code here ({missing}), so it will not run it; "
+            f"pass --unsafe-sandbox (or set {UNSAFE_ENV}=1) to run it in mode {mode.name} "
+            f"anyway: {_LACKS[mode.name]}"
+        )
+    return mode
+
+
+def _detect() -> _Mode:
     """Detect once the strongest mode whose trial run passes here."""
     global _detected
     with _mode_lock:
         if _detected is None:
             _detected = next(m for m in _candidate_modes() if _probe(m))
-            logger.info("sandbox isolation mode: %s", _detected.name)
+            level = logging.INFO if _detected.name in STRONG_MODES else logging.WARNING
+            logger.log(level, "sandbox isolation mode: %s", _detected.name)
         return _detected
 
 
@@ -139,22 +184,41 @@ def _probe(mode: _Mode) -> bool:
     result = _run("import sys\nsys.exit(0)\n", _PROBE_TIMEOUT_S, 1024, mode)
     if not result.passed:
         logger.warning("sandbox mode %s failed its trial: %s", mode.name, result)
+        detail = result.detail.strip().splitlines()[-1][:200] if result.detail.strip() else ""
+        _failures.append(f"mode {mode.name} failed its trial: {result.status} {detail}".strip())
     return result.passed
 
 
-def _run(program: str, timeout_s: float, memory_mb: int, mode: _Mode) -> ExecResult:
+def _run(job: Job, timeout_s: float, memory_mb: int, mode: _Mode) -> ExecResult:
     start = time.monotonic()
     try:
         # Its cleanup also restores permissions that a same-uid program took away.
         with tempfile.TemporaryDirectory(prefix=SANDBOX_PREFIX, ignore_cleanup_errors=True) as d:
-            status, detail = _execute(program, os.path.realpath(d), timeout_s, memory_mb, mode)
+            status, detail = _execute(job, os.path.realpath(d), timeout_s, memory_mb, mode)
     except (OSError, subprocess.SubprocessError) as exc:
         status, detail = "error", f"sandbox error: {exc!r}"
+    except Exception as exc:  # noqa: BLE001 - one program must never end an evaluation
+        logger.exception("sandbox fault")
+        status, detail = "error", f"sandbox fault: {exc!r}"
     return ExecResult(status == "passed", status, detail, time.monotonic() - start)
 
 
-def _next_uid() -> int:
-    return _UID_BASE + ((os.getpid() & 0xFFFF) << 12) + (next(_run_ids) & 0xFFF)
+def _next_uids() -> tuple[int, int]:
+    """Two fresh uids: the program's and its checker's."""
+    uid = _UID_BASE + ((os.getpid() & 0xFFFF) << 12) + ((2 * next(_run_ids)) & 0xFFF)
+    return uid, uid + 1
+
+
+def _job_fd(test: CodeTest, nonce: str) -> int:
+    """A memory file holding the checker's job (tests, nonce, checker code), read from offset 0."""
+    job = {"nonce": nonce, "tests": test.tests, "source": CHECKER_SOURCE}
+    fd = os.memfd_create("ar2diff-check", 0)
+    data = json.dumps(job).encode("utf-8", "surrogatepass")
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def _prepare(root: str, program: str, uid: int | None) -> str:
@@ -173,11 +237,10 @@ def _prepare(root: str, program: str, uid: int | None) -> str:
     return work
 
 
-def _execute(
-    program: str, root: str, timeout_s: float, memory_mb: int, mode: _Mode
-) -> tuple[str, str]:
-    uid = _next_uid() if mode.drop_uid else None
-    work = _prepare(root, program, uid)
+def _execute(job: Job, root: str, timeout_s: float, memory_mb: int, mode: _Mode) -> tuple[str, str]:
+    uid, checker_uid = _next_uids() if mode.drop_uid else (None, None)
+    checked = isinstance(job, CodeTest)
+    work = _prepare(root, program_text(job) if checked else job, uid)
     env = {
         "PATH": _ENV_PATH,
         "LANG": "C.UTF-8",
@@ -188,17 +251,21 @@ def _execute(
     }
     userns = mode.namespaces and os.geteuid() != 0
     status_r, status_w = os.pipe()
+    nonce = secrets.token_hex(16)
+    extra = (_job_fd(job, nonce), *os.pipe()) if checked else ()  # job fd, verdict read / write
     config = {
         "flags": (_NAMESPACES | (_CLONE_NEWUSER if userns else 0)) if mode.namespaces else 0,
         "userns": userns,
         "mounts": _mount_plan(root, mode) if mode.namespaces else [],
         "tmpfs": FILE_SIZE_LIMIT_BYTES,
+        "work": [work, uid if uid is not None else os.getuid()] if mode.namespaces else None,
         "uid": uid,
         "limits": _limits(timeout_s, memory_mb, mode),
         "argv": [sys.executable, *_PYTHON_FLAGS, os.path.join(root, "program.py")],
         "cwd": work,
         "status_fd": status_w,
         "parent": os.getpid(),
+        "check": {"job_fd": extra[0], "verdict_fd": extra[2], "uid": checker_uid} if checked else None,
     }
     cmd = [sys.executable, "-I", "-S", "-c", BOOTSTRAP, json.dumps(config)]
     deadline = time.monotonic() + timeout_s
@@ -210,13 +277,15 @@ def _execute(
             stderr=subprocess.PIPE,
             env=env,
             start_new_session=True,
-            pass_fds=(status_w,),
+            pass_fds=(status_w, extra[0], extra[2]) if checked else (status_w,),
         ) as proc:
-            os.close(status_w)
-            status_w = -1
-            return _supervise(proc, status_r, deadline, timeout_s)
+            for fd in (status_w, *extra[::2]):  # only the sandbox holds the write ends now
+                os.close(fd)
+            status_w, extra = -1, extra[1:2]
+            verdict = _Verdict(nonce, extra[0]) if checked else None
+            return _supervise(proc, status_r, deadline, timeout_s, verdict)
     finally:
-        for fd in (status_r, status_w):
+        for fd in (status_r, status_w, *extra):
             if fd >= 0:
                 os.close(fd)
 
@@ -238,21 +307,27 @@ def _limits(timeout_s: float, memory_mb: int, mode: _Mode) -> list[tuple[str, in
     return limits
 
 
-def _mount_plan(root: str, mode: _Mode) -> list[tuple[str, str, list[str]]]:
+def _mount_plan(root: str, mode: _Mode) -> list[tuple[str, str, list[tuple[str, bool]]]]:
     """(target, mode, keep): a fresh tmpfs on each target, with ``keep`` paths bound back.
 
-    Targets: the shared temp folders (made private), and with a dropped uid each folder that the
-    uid cannot traverse on the way to the interpreter or the sandbox (e.g. /root, mode 0700).
+    Targets: the shared temp folders (made private); without a uid drop the harness user's home
+    (its files, caches and data sets stay out of sight and out of reach); with a dropped uid each
+    folder that the uid cannot traverse on the way to the interpreter or the sandbox (e.g. /root,
+    mode 0700). ``keep`` holds (path, writable): the run folder is, the interpreter's are not.
     """
-    keep = [root, *_interpreter_dirs()]
+    interpreter = _interpreter_dirs()
+    keep = [(root, True), *((d, False) for d in interpreter)]
     tops = {os.path.realpath(d): "1777" for d in _PRIVATE_TMP_DIRS if os.path.isdir(d)}
+    home = os.path.realpath(os.path.expanduser("~"))
+    if not mode.drop_uid and home != "/" and os.path.isdir(home):
+        tops.setdefault(home, "755")
     if mode.drop_uid:
-        for path in keep:
+        for path, _ in keep:
             blocked = _first_untraversable_ancestor(path)
             if blocked is not None:
                 tops.setdefault(blocked, "755")
     outer = [t for t in tops if not any(t != o and _within(t, o) for o in tops)]
-    return [(t, tops[t], [p for p in keep if _within(p, t)]) for t in outer]
+    return [(t, tops[t], [(p, w) for p, w in keep if _within(p, t)]) for t in outer]
 
 
 def _interpreter_dirs() -> list[str]:
@@ -276,14 +351,35 @@ def _within(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
-class _Pipes:
-    """Drains the sandbox's stdout, stderr and status pipe, keeping only a bounded stderr tail."""
+@dataclass
+class _Verdict:
+    """The checker's verdict pipe and the nonce a passing verdict must carry."""
 
-    def __init__(self, proc: subprocess.Popen, status_fd: int) -> None:
+    nonce: str
+    fd: int
+    text: bytes = b""
+
+    def outcome(self) -> tuple[str, str] | None:
+        """("passed", "") or ("failed", reason) from the checker; None when it said nothing."""
+        text = self.text.decode("utf-8", errors="replace")
+        if text == f"pass {self.nonce}":
+            return "passed", ""
+        if text.startswith(f"fail {self.nonce} "):
+            return "failed", text[len(self.nonce) + 6 :][:_DETAIL_CHARS]
+        return None
+
+
+class _Pipes:
+    """Drains the sandbox's stdout, stderr, status and verdict pipes (bounded stderr tail)."""
+
+    def __init__(self, proc: subprocess.Popen, status_fd: int, verdict: _Verdict | None) -> None:
         self.selector = selectors.DefaultSelector()
         self.selector.register(proc.stdout, selectors.EVENT_READ, "stdout")
         self.selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
         self.selector.register(status_fd, selectors.EVENT_READ, "status")
+        if verdict is not None:
+            self.selector.register(verdict.fd, selectors.EVENT_READ, "verdict")
+        self.verdict = verdict
         self.total = 0
         self.stderr_tail = b""
         self.status = b""
@@ -302,7 +398,9 @@ class _Pipes:
                 self.selector.unregister(key.fileobj)
                 self.finished |= key.data == "status"
             elif key.data == "status":
-                self.status += data
+                self.status += data[:_READ_CHUNK]
+            elif key.data == "verdict":
+                self.verdict.text = (self.verdict.text + data)[: 2 * _DETAIL_CHARS]
             else:
                 self.total += len(data)
                 if key.data == "stderr":
@@ -314,9 +412,9 @@ class _Pipes:
 
 
 def _supervise(
-    proc: subprocess.Popen, status_fd: int, deadline: float, timeout_s: float
+    proc: subprocess.Popen, status_fd: int, deadline: float, timeout_s: float, verdict: _Verdict | None
 ) -> tuple[str, str]:
-    pipes = _Pipes(proc, status_fd)
+    pipes = _Pipes(proc, status_fd, verdict)
     try:
         while not (pipes.finished or pipes.over_limit or time.monotonic() >= deadline):
             pipes.pump(max(0.0, deadline - time.monotonic()))
@@ -334,7 +432,21 @@ def _supervise(
         return "output_limit", f"output exceeded {OUTPUT_LIMIT_BYTES} bytes"
     if stopped:
         return "timeout", f"wall time limit of {timeout_s:g}s exceeded"
-    return _classify(pipes.status, proc.returncode, _tail(pipes.stderr_tail))
+    program = _classify(pipes.status, proc.returncode, _tail(pipes.stderr_tail))
+    return program if verdict is None else _checked(verdict.outcome(), program)
+
+
+def _checked(outcome: tuple[str, str] | None, program: tuple[str, str]) -> tuple[str, str]:
+    """The verdict of a checked test: only the checker passes; the program's end says why not."""
+    if outcome is not None and outcome[0] == "passed":
+        return outcome
+    status, detail = program
+    reason = outcome[1] if outcome is not None else "the tests gave no verdict"
+    if status in ("timeout", "memory", "killed", "error"):
+        return status, f"{reason}; program: {detail}"[:_DETAIL_CHARS]
+    return "failed", (reason if not detail or status == "ended" else f"{reason}; program: {detail}")[
+        :_DETAIL_CHARS
+    ]
 
 
 def _stop(proc: subprocess.Popen, pipes: _Pipes) -> None:
@@ -352,18 +464,35 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:  # real-time and unnamed signals
+        if signal.SIGRTMIN <= sig <= signal.SIGRTMAX:
+            return f"SIGRTMIN+{sig - signal.SIGRTMIN}"
+        return f"signal {sig}"
+
+
 def _classify(raw_status: bytes, bootstrap_rc: int, tail: str) -> tuple[str, str]:
-    if not raw_status:  # the supervisor died before reporting
+    """The program's end from the supervisor's report; "ended" when the tests outlived it."""
+    try:
+        report = json.loads(raw_status) if raw_status else None
+        status = report["program"] if report is not None else None
+        assert status is None or type(status) is int
+    except (ValueError, TypeError, KeyError, AssertionError):
+        return "error", f"unreadable sandbox report {raw_status[:80]!r}"
+    if report is None:  # the supervisor died before reporting
         if bootstrap_rc > 0:
             return "error", tail or f"sandbox bootstrap exited with {bootstrap_rc}"
         return "killed", tail or "sandbox supervisor was killed"
-    status = int(raw_status)
+    if status is None:
+        return "ended", tail
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         if sig == signal.SIGXCPU:
             return "timeout", tail or "CPU time limit exceeded"
-        return "killed", tail or f"killed by {signal.Signals(sig).name}"
-    code = os.WEXITSTATUS(status)
+        return "killed", tail or f"killed by {_signal_name(sig)}"
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
     if code == 0:
         return "passed", tail
     if "MemoryError" in tail:

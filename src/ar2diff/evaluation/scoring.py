@@ -141,6 +141,7 @@ def score_completions(
         [postprocess_completion(task, c) if postprocess else c for c in s] for s in completions
     ]
     if kind == "code":
+        _require_sandbox()
         limits = CODE_LIMITS[task]
         exec_limits = (timeout_s or limits[0], memory_mb or limits[1], workers)
         metrics, records = _score_code(task, examples, texts, ks, *exec_limits)
@@ -198,6 +199,7 @@ def _check_request(
         )
     if kind == "code":
         _valid_ks(ks, num_samples)
+        _require_sandbox()
     elif num_samples > 1:
         raise Ar2DiffError(
             f"num_samples={num_samples}: several samples are only scored for code tasks "
@@ -360,7 +362,14 @@ def _valid_ks(ks: Sequence[int], n: int) -> list[int]:
     return valid
 
 
-def _execute(programs: list[str], timeout_s: float, memory_mb: int, workers: int) -> list:
+def _require_sandbox() -> None:
+    """Refuse before any work when generated code could not be isolated here (see sandbox)."""
+    from ar2diff.evaluation.sandbox import isolation_mode
+
+    isolation_mode()
+
+
+def _execute(programs: list, timeout_s: float, memory_mb: int, workers: int) -> list:
     """Run test programs in the sandbox (``ar2diff.evaluation.sandbox.run_programs``)."""
     try:
         from ar2diff.evaluation.sandbox import run_programs

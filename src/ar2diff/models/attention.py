@@ -39,11 +39,13 @@ def allowed_keys(
     layout: str,
     query_pos: torch.Tensor | None = None,
     key_pos: torch.Tensor | None = None,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Boolean ``[B, Q, K]``: may query ``q`` attend to key ``k`` under ``layout``.
 
     ``query_pos`` / ``key_pos`` are the column indices of queries and keys in the full
-    sequence (default ``arange``); they order positions for the causal parts.
+    sequence (default ``arange``); they order positions for the causal parts. ``window``
+    (a sliding-window model's) keeps only keys fewer than ``window`` columns away, on either side.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown attention layout {layout!r}; choose one of {LAYOUTS}")
@@ -67,6 +69,8 @@ def allowed_keys(
     else:
         ok = torch.where(q_role == INPUT, (k_role == INPUT) & (k_at <= q_at), key_valid)
     ok = ok & key_valid
+    if window is not None:
+        ok = ok & ((q_at - k_at).abs() < window)
     # A padding query attends to itself only, so that no row is empty.
     self_key = k_at == q_at
     return torch.where(q_role == PAD, self_key, ok)
@@ -97,15 +101,16 @@ def block_diffusion_keys(roles: torch.Tensor, blocks: torch.Tensor, clean: torch
 
 
 def annealed_keys(roles: torch.Tensor, fraction: float, gen: torch.Generator,
-                  layout: str = "diffusion") -> torch.Tensor:
+                  layout: str = "diffusion", window: int | None = None) -> torch.Tensor:
     """Between AR and ``layout``: each future target→target link is open with ``fraction``.
 
     Attention-mask annealing (as in DiffuLLaMA) moves an AR model to bidirectional attention
     gradually: at 0 this is the ``prefix`` mask (``causal`` for ``diffusion-causal-input``),
     at 1 the ``layout`` mask.
     """
-    prefix = allowed_keys(roles, roles, "prefix" if layout == "diffusion" else "causal")
-    full = allowed_keys(roles, roles, layout)
+    prefix = allowed_keys(roles, roles, "prefix" if layout == "diffusion" else "causal",
+                          window=window)
+    full = allowed_keys(roles, roles, layout, window=window)
     opened = (torch.rand(full.shape, generator=gen) < fraction).to(full.device)
     return prefix | (full & opened)
 

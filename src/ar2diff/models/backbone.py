@@ -76,6 +76,10 @@ class Backbone(nn.Module):
         if block_size and self.is_encoder_decoder:
             raise Ar2DiffError("block diffusion (objective.block_size) needs a decoder-only model")
         self.block_size = block_size  # > 0: diffusion layouts run as block diffusion
+        self.window = None if self.is_encoder_decoder else attention_window(model.config)
+        if block_size and self.window:
+            raise Ar2DiffError("block diffusion (objective.block_size) does not support "
+                               f"sliding-window attention (window {self.window})")
 
     @property
     def device(self) -> torch.device:
@@ -127,8 +131,8 @@ class Backbone(nn.Module):
                 raise ValueError("block diffusion does not anneal its attention")
             return self._block_logits(batch, fed, layout, shift)
         tokens, roles, tgt_cols = _pack(batch, fed)
-        allowed = (allowed_keys(roles, roles, layout) if anneal is None
-                   else annealed_keys(roles, *anneal, layout))
+        allowed = (allowed_keys(roles, roles, layout, window=self.window) if anneal is None
+                   else annealed_keys(roles, *anneal, layout, window=self.window))
         mask = self.attention_mask(allowed)
         return self(tokens, mask, position_ids(roles), (tgt_cols - int(shift)).clamp(min=0))
 
@@ -170,8 +174,9 @@ class Backbone(nn.Module):
             enc = self.model.get_encoder()(input_ids=input_ids, attention_mask=input_mask.long())
             return PrefixState(input_mask=input_mask, encoder_out=enc)
         roles = torch.where(input_mask, INPUT, PAD)
-        cache = DynamicCache(config=self.model.config)
-        mask = self.attention_mask(allowed_keys(roles, roles, layout))
+        # a sliding-window cache would drop the keys our masks index: the window is in the mask
+        cache = DynamicCache() if self.window else DynamicCache(config=self.model.config)
+        mask = self.attention_mask(allowed_keys(roles, roles, layout, window=self.window))
         out = self.model.base_model(input_ids=input_ids, attention_mask=mask,
                                     position_ids=position_ids(roles), cache=cache,
                                     use_cache=True)
@@ -204,7 +209,8 @@ class Backbone(nn.Module):
         roles = torch.cat([state.roles, torch.full_like(fed, TARGET)], dim=1)
         pos = position_ids(roles)[:, n_in:]
         query_pos = torch.arange(n_in, n_in + n_tg, device=self.device)
-        allowed = allowed_keys(roles[:, n_in:], roles, layout, query_pos=query_pos)
+        allowed = allowed_keys(roles[:, n_in:], roles, layout, query_pos=query_pos,
+                               window=self.window)
         hidden = self.model.base_model(
             input_ids=fed, attention_mask=self.attention_mask(allowed), position_ids=pos,
             cache=state.cache, use_cache=True,
@@ -246,6 +252,34 @@ class Backbone(nn.Module):
             input_ids=input_ids, attention_mask=input_mask.long(), encoder_outputs=encoder_out,
             decoder_input_ids=dec_in, decoder_attention_mask=mask, use_cache=False,
         ).logits
+
+
+# Model types whose attention adds ALiBi biases computed from a 2-D padding mask.
+_ALIBI_TYPES = ("bloom", "mpt", "baichuan")
+
+
+def attention_window(config) -> int | None:
+    """The sliding window every layer of a decoder uses (None: full attention everywhere).
+
+    Raises ``Ar2DiffError`` naming the feature for attention the layouts cannot express:
+    ALiBi position biases, and layers that mix sliding-window and full (or other) attention.
+    """
+    kind = getattr(config, "model_type", "") or type(config).__name__
+    if (kind in _ALIBI_TYPES or getattr(config, "alibi", False)
+            or getattr(getattr(config, "attn_config", None), "alibi", False)):
+        raise Ar2DiffError(f"model type {kind}: ALiBi attention biases are not supported by "
+                           "ar2diff's attention layouts; use a model with rotary or learned positions")
+    window = getattr(config, "sliding_window", None)
+    layer_types = set(getattr(config, "layer_types", None) or ())
+    if layer_types - {"full_attention", "sliding_attention"} or len(layer_types) > 1:
+        raise Ar2DiffError(
+            f"model type {kind}: its layers mix attention kinds ({', '.join(sorted(layer_types))}"
+            f"{f', window {window}' if window else ''}), which one attention layout cannot "
+            "express; use a model whose layers all attend alike"
+        )
+    if layer_types == {"full_attention"} or getattr(config, "use_sliding_window", True) is False:
+        return None
+    return int(window) if isinstance(window, int) and window > 0 else None
 
 
 def _shift_right(ids: torch.Tensor, start_id: int) -> torch.Tensor:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,15 @@ from ar2diff.models.meta import ModelMeta
 
 META = "ar2diff.json"
 CHECKSUMS = "checksums.json"
+CARD = "README.md"
+TRUST_ENV = "AR2DIFF_TRUST_EDITED"  # "1": load folders whose checksums fail, with a warning
+_trust_edited = os.environ.get(TRUST_ENV) == "1"
+
+
+def trust_edited_folders(trust: bool = True) -> None:
+    """Load model folders whose files changed since ar2diff wrote them (a warning instead)."""
+    global _trust_edited
+    _trust_edited = trust
 
 
 def sha256(path: Path) -> str:
@@ -46,7 +56,8 @@ def write_folder_atomic(target: Path, fill: Callable[[Path], None]) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
         fill(tmp)
-        sums = {p.name: sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        sums = {p.relative_to(tmp).as_posix(): sha256(p) for p in sorted(tmp.rglob("*"))
+                if p.is_file()}
         (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=2), encoding="utf-8")
         _fsync_folder(tmp)
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -70,6 +81,16 @@ def _fsync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _verify_or_trust(folder: Path) -> None:
+    """Checksums verified; a changed folder loads only when edited folders are trusted."""
+    try:
+        verify_folder(folder)
+    except Ar2DiffError as exc:
+        if not _trust_edited:
+            raise Ar2DiffError(f"{exc}; if you changed it on purpose, pass --trust-edited") from None
+        print(f"warning: {exc}; loading it anyway (--trust-edited)", file=sys.stderr)
 
 
 def verify_folder(folder: Path) -> None:
@@ -101,10 +122,72 @@ def save_model(target: Path, model, tokenizer, meta: ModelMeta,
         model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
         tokenizer.save_pretrained(tmp)
         (tmp / META).write_text(json.dumps(meta.to_dict(), indent=2), encoding="utf-8")
+        _describe(tmp, meta)
         if extra is not None:
             extra(tmp)
 
     return write_folder_atomic(Path(target), fill)
+
+
+def _describe(folder: Path, meta: ModelMeta) -> None:
+    """Say in what plain ``transformers`` reads (config.json, the model card) how to decode."""
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["ar2diff"] = {"mode": meta.mode, "noise": meta.noise, "layout": meta.layout,
+                         "decoding": "diffusion (ar2diff generate)" if meta.mode == "diffusion"
+                         else "autoregressive"}
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if meta.mode == "diffusion":
+        how = (f"This is a **text diffusion model** (noise: {meta.noise or 'uniform'}, attention "
+               f"layout: {meta.layout}). `transformers`' `generate()` would decode it "
+               "autoregressively, which is not how it was trained: decode it with ar2diff, e.g. "
+               "`ar2diff generate --model <this folder> --prompt ...` or "
+               "`ar2diff.generation.TextGenerator.load(<folder>)`.")
+    else:
+        how = "An autoregressive language model; `generate()` decodes it as trained."
+    card = (f"---\ntags:\n- ar2diff\n- {'text-diffusion' if meta.mode == 'diffusion' else 'causal-lm'}"
+            f"\n---\n\n# ar2diff model ({meta.mode})\n\n{how}\n\nThe folder's `{META}` holds "
+            f"ar2diff's metadata and `{CHECKSUMS}` the SHA-256 of every file.\n")
+    (folder / CARD).write_text(card, encoding="utf-8")
+    if meta.mode == "diffusion":
+        (folder / "custom_generate").mkdir()
+        (folder / "custom_generate" / "generate.py").write_text(CUSTOM_GENERATE, encoding="utf-8")
+
+
+# transformers' custom_generate hook: model.generate(ids, custom_generate=<folder>,
+# trust_remote_code=True) runs this file's generate(), which decodes by diffusion through ar2diff.
+CUSTOM_GENERATE = '''"""Diffusion decoding of an ar2diff model through transformers' ``custom_generate``.
+
+``model.generate(input_ids, custom_generate=<this folder>, trust_remote_code=True,
+max_new_tokens=..., steps=..., candidates=..., seed=...)`` returns the prompt followed by the
+tokens ar2diff's diffusion sampler draws (the folder's decoding defaults unless given), padded
+with the pad token. Needs the ``ar2diff`` package.
+"""
+
+import torch
+
+
+def generate(model, inputs=None, input_ids=None, attention_mask=None, **kwargs):
+    from transformers import AutoTokenizer
+
+    from ar2diff.decoding import DecodeOptions
+    from ar2diff.generation import TextGenerator
+    from ar2diff.models.checkpoint import load_meta
+
+    folder = model.config.name_or_path
+    ids = input_ids if input_ids is not None else inputs
+    if attention_mask is None:
+        attention_mask = torch.ones_like(ids, dtype=torch.bool)
+    prompts = [row[mask.bool()].tolist() for row, mask in zip(ids, attention_mask)]
+    gen = TextGenerator(model, AutoTokenizer.from_pretrained(folder), load_meta(folder))
+    opts = DecodeOptions(mode="diffusion", max_new_tokens=kwargs.get("max_new_tokens"),
+                         steps=kwargs.get("steps"), candidates=kwargs.get("candidates"),
+                         temperature=kwargs.get("temperature"), seed=kwargs.get("seed", 0))
+    outs = [row[0] for row in gen.generate_ids(prompts, opts)]
+    width = max(len(p) + len(o) for p, o in zip(prompts, outs))
+    rows = [p + o + [gen.ids["pad"]] * (width - len(p) - len(o)) for p, o in zip(prompts, outs)]
+    return torch.tensor(rows, device=ids.device)
+'''
 
 
 def is_ar2diff_folder(path: str | Path) -> bool:
@@ -145,7 +228,7 @@ def load_model(folder: str | Path, dtype: torch.dtype | None = None,
     if not any(folder.glob("*.safetensors")):
         raise Ar2DiffError(f"model folder {folder} has no *.safetensors weights; "
                            "point --model at a trained model folder")
-    verify_folder(folder)
+    _verify_or_trust(folder)
     meta = load_meta(folder)
     cls = AutoModelForSeq2SeqLM if meta.encoder_decoder else AutoModelForCausalLM
     kwargs = {"attn_implementation": "sdpa", **placement(device)}

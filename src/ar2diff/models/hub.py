@@ -99,6 +99,10 @@ def resolve_spec(spec: str, cache_dir: Path | None = None) -> ModelSource:
     if spec.lower() == SMOLLM2_ALIAS:
         return ModelSource("alias", folder=_alias_dir(cache_dir) / "hf")
     if _HUB_ID.fullmatch(spec) and path.suffix.lower() != ".gguf":
+        first = Path(spec.split("/", 1)[0])
+        if first.is_dir():  # "runs/mdoel": a mistyped local path, not a hub id
+            raise Ar2DiffError(f"no such model folder or file: {spec} (the folder {first}/ exists "
+                               "here, so this is read as a local path; check the name)")
         return ModelSource("hub", hub_id=spec)
     raise Ar2DiffError(
         f"no such model folder or file: {spec} (expected a Hugging Face model folder, a .gguf "

@@ -78,8 +78,12 @@ class _IncrementalDecoder:
             self.cache = out.past_key_values
             return out.logits[:, -1].float().cpu()
         # the newest token is the last position: in every layout it sees all non-padding keys
+        # (within a sliding-window model's window)
         self.roles = torch.cat([self.roles, torch.full_like(tokens, TARGET)], dim=1)
         allowed = (self.roles != PAD)[:, None, :]
+        if self.bb.window is not None:
+            cols = torch.arange(self.roles.shape[1], device=self.roles.device)
+            allowed = allowed & (cols > self.roles.shape[1] - 1 - self.bb.window)
         hidden = model.base_model(
             input_ids=tokens, attention_mask=self.bb.attention_mask(allowed),
             position_ids=self.next_pos, cache=self.cache, use_cache=True,

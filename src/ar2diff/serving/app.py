@@ -190,7 +190,7 @@ class _Server:
         except Ar2DiffError as exc:
             raise ApiError(400, str(exc), param="messages" if messages else "prompt",
                            code="context_length_exceeded" if "too long" in str(exc) else None) from exc
-        limit = self.gen.max_positions
+        limit = self.gen.position_limit()
         wanted = len(ids) + self.new_tokens(opts)
         if limit and wanted > limit:
             raise ApiError(400, f"the prompt ({len(ids)} tokens) and the output ({self.new_tokens(opts)}"

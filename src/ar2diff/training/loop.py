@@ -258,7 +258,7 @@ class Trainer:
 
     def load_checkpoint(self, folder: Path) -> None:
         model, _, _ = load_model(folder)
-        state = torch.load(folder / STATE, weights_only=False)
+        state = load_trainer_state(folder / STATE)
         if self.sharded:
             distributed.load_sharded(self.backbone.model, self.optimizer, model.state_dict(),
                                      state["optimizer"])
@@ -269,6 +269,34 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.step = state["step"]
         self.history = state["history"]
+
+
+def load_trainer_state(path: Path) -> dict:
+    """A checkpoint's trainer state, unpickled with torch's weights-only loader (no code runs).
+
+    Only tensors and plain containers of numbers, strings and booleans load: a file holding
+    any other object is refused, as is one without the keys a resume needs.
+    """
+    import pickle
+
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise Ar2DiffError(
+            f"{path} holds objects other than tensors and plain values, refused (unpickling them "
+            f"could run code: {first}); resume from a checkpoint ar2diff wrote, or start afresh"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        raise Ar2DiffError(f"{path} is not a readable trainer state ({exc}); "
+                           "resume from an earlier checkpoint or start afresh") from None
+    needed = {"step", "optimizer", "scheduler", "torch_rng", "history"}
+    if not isinstance(state, dict) or not needed <= set(state):
+        raise Ar2DiffError(f"{path} lacks the trainer state keys {sorted(needed)}; "
+                           "resume from a checkpoint ar2diff wrote, or start afresh")
+    if not isinstance(state["step"], int) or not isinstance(state["torch_rng"], torch.Tensor):
+        raise Ar2DiffError(f"{path}: step or torch_rng has the wrong type; start afresh")
+    return state
 
 
 def checkpoints(out: Path) -> list[Path]:
