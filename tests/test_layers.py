@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("ar2diff.models",)),
     ("losses", ("ar2diff.losses",)),
     ("noise", ("ar2diff.noise",)),
-    ("sampling", ("ar2diff.sampling",)),
+    ("sampling", ("ar2diff.sampling", "ar2diff.likelihood")),
     ("training and generation", ("ar2diff.training", "ar2diff.generation")),
     ("recipes and runs", ("ar2diff.evaluation.run", "ar2diff.recipes", "ar2diff.demo",
                           "ar2diff.experiments", "ar2diff.speed")),
