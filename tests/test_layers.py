@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("sampling", ("ar2diff.sampling", "ar2diff.likelihood")),
     ("training and generation", ("ar2diff.training", "ar2diff.generation")),
     ("recipes and runs", ("ar2diff.evaluation.run", "ar2diff.evaluation.lm_eval_model",
+                          "ar2diff.evaluation.perplexity",
                           "ar2diff.recipes", "ar2diff.demo",
                           "ar2diff.experiments", "ar2diff.speed")),
     ("command line", ("ar2diff.cli",)),
