@@ -27,6 +27,7 @@ from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import model_registry
 from lm_eval.models.utils import resolve_max_length
+from tqdm import tqdm
 
 from ar2diff.decoding import MODES, DecodeOptions
 from ar2diff.errors import Ar2DiffError
@@ -155,10 +156,15 @@ class Ar2DiffLM(TemplateLM):
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False,
                               override_bs: int | None = None) -> list[tuple[float, bool]]:
         pairs = [truncate_pair(ctx, cont, self.max_length) for _, ctx, cont in requests]
-        if self.mode == "ar":
-            out = ar_log_likelihoods(self.gen.backbone, pairs, self._ar_layout(), self.batch)
-        else:
-            out = [(b.mean, False) for b in self._bounds(pairs)]
+        out: list[tuple[float, bool]] = []
+        step = self.batch
+        for lo in tqdm(range(0, len(pairs), step), desc=f"loglikelihood ({self.mode})",
+                       disable=disable_tqdm):
+            chunk = pairs[lo:lo + step]
+            if self.mode == "ar":
+                out += ar_log_likelihoods(self.gen.backbone, chunk, self._ar_layout(), self.batch)
+            else:
+                out += [(b.mean, False) for b in self._bounds(chunk)]
         for (key, _, _), res in zip(requests, out, strict=True):
             if key is not None:
                 self.cache_hook.add_partial("loglikelihood", key, res)
