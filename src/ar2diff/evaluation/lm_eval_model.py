@@ -59,6 +59,13 @@ def _opt_int(name: str, value: Any, low: int) -> int | None:
     return None if value is None else _int_arg(name, value, low)
 
 
+def _opt_float(name: str, value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        raise Ar2DiffError(f"--model_args {name}={value}: use a number") from None
+
+
 class Ar2DiffLM(TemplateLM):
     """An ar2diff model (``pretrained``: a model folder, .gguf, hub id or alias) in lm-eval."""
 
@@ -89,8 +96,7 @@ class Ar2DiffLM(TemplateLM):
             steps=_opt_int("steps", options.get("steps"), 1),
             candidates=_opt_int("candidates", options.get("candidates"), 1),
             block_length=_opt_int("block_length", options.get("block_length"), 0),
-            temperature=None if options.get("temperature") is None
-            else float(options["temperature"]))
+            temperature=_opt_float("temperature", options.get("temperature")))
         self.bounds: list[Bound] = []
 
     # ---- what lm-eval asks of a model -----------------------------------------------------
@@ -212,7 +218,8 @@ class Ar2DiffLM(TemplateLM):
             until = [until] if isinstance(until, str) else list(until)
             opts = self._generation_options(kwargs)
             room = max(1, self.max_length - opts.max_new_tokens)
-            for lo in range(0, len(idxs), self.batch):
+            for lo in tqdm(range(0, len(idxs), self.batch), desc=f"generate_until ({self.mode})",
+                           disable=disable_tqdm):
                 chunk = idxs[lo:lo + self.batch]
                 inputs = [self.tok_encode(requests[i].args[0])[-room:] for i in chunk]
                 for i, row in zip(chunk, self.gen.generate_ids(inputs, opts), strict=True):
