@@ -138,6 +138,7 @@ def test_generate_until_decodes_by_ar_and_diffusion_and_cuts_at_stops(setup):
     ("pretrained={hf},samples=1", "samples=1: use a whole number of at least 2"),
     ("mode=ar", "pretrained=…: name the model"),
     ("pretrained={hf},temperature=warm", "temperature=warm: use a number"),
+    ("pretrained=/no/such/model,max_length=0", "max_length=0: use a whole number of at least 2"),
 ])
 def test_bad_model_arguments_give_one_line(setup, args, needle):
     with pytest.raises(Ar2DiffError, match=needle.replace("…", ".")):

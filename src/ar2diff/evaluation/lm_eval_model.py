@@ -85,18 +85,18 @@ class Ar2DiffLM(TemplateLM):
         self.samples = _int_arg("samples", samples, 2)
         self.seed = _int_arg("seed", seed, 0)
         self.batch = 8 if str(batch_size).startswith("auto") else _int_arg("batch_size", batch_size, 1)
-        self.gen = TextGenerator.load(str(pretrained), dtype, _device(device))
-        self.spec, self.dtype = str(pretrained), dtype
-        self.mode = self.gen.mode(DecodeOptions(mode=mode))
         self._max_length = _opt_int("max_length", options.get("max_length"), 2)
         self._max_gen = _opt_int("max_gen_toks", options.get("max_gen_toks"), 1)
-        self.window = _int_arg("window", options.get("window") or self.gen.meta.target_length, 1)
-        self.options = DecodeOptions(
-            mode=self.mode, seed=self.seed,
-            steps=_opt_int("steps", options.get("steps"), 1),
-            candidates=_opt_int("candidates", options.get("candidates"), 1),
-            block_length=_opt_int("block_length", options.get("block_length"), 0),
-            temperature=_opt_float("temperature", options.get("temperature")))
+        window = _opt_int("window", options.get("window"), 1)
+        decode = {"steps": _opt_int("steps", options.get("steps"), 1),
+                  "candidates": _opt_int("candidates", options.get("candidates"), 1),
+                  "block_length": _opt_int("block_length", options.get("block_length"), 0),
+                  "temperature": _opt_float("temperature", options.get("temperature"))}
+        self.gen = TextGenerator.load(str(pretrained), dtype, _device(device))  # arguments first
+        self.spec, self.dtype = str(pretrained), dtype
+        self.mode = self.gen.mode(DecodeOptions(mode=mode))
+        self.window = window or self.gen.meta.target_length
+        self.options = DecodeOptions(mode=self.mode, seed=self.seed, **decode)
         self.bounds: list[Bound] = []
 
     # ---- what lm-eval asks of a model -----------------------------------------------------
