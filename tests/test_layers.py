@@ -18,9 +18,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("ar2diff.models",)),
     ("losses", ("ar2diff.losses",)),
     ("noise", ("ar2diff.noise",)),
-    ("sampling", ("ar2diff.sampling",)),
+    ("sampling", ("ar2diff.sampling", "ar2diff.likelihood")),
     ("training and generation", ("ar2diff.training", "ar2diff.generation")),
-    ("recipes and runs", ("ar2diff.evaluation.run", "ar2diff.recipes", "ar2diff.demo",
+    ("recipes and runs", ("ar2diff.evaluation.run", "ar2diff.evaluation.lm_eval_model",
+                          "ar2diff.evaluation.perplexity",
+                          "ar2diff.recipes", "ar2diff.demo",
                           "ar2diff.experiments", "ar2diff.speed", "ar2diff.serving")),
     ("command line", ("ar2diff.cli",)),
 ]

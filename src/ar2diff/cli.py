@@ -272,7 +272,9 @@ def _show_steps(gen, args: argparse.Namespace) -> None:
 def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     from ar2diff.data.tasks import task_names
 
-    p.add_argument("--task", required=True, choices=task_names(), help="task to evaluate on")
+    p.add_argument("--task", required=True, choices=[*task_names(), "perplexity"],
+                   help="task to evaluate on (perplexity: AR and diffusion-bound likelihood of "
+                        "the documents in --data)")
     p.add_argument("--model", help="model to decode (not needed with --predictions)")
     p.add_argument("--predictions",
                    help="score predictions made elsewhere: JSONL of {id, prediction} "
@@ -284,6 +286,13 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="prompts decoded together")
     p.add_argument("--out", required=True, help="results JSON file to write")
     _add_unsafe_sandbox(p)
+    g = p.add_argument_group("perplexity")
+    g.add_argument("--mc-samples", type=int, default=8,
+                   help="Monte-Carlo draws of the diffusion bound per piece (default 8)")
+    g.add_argument("--window", type=int, help="tokens scored per piece (default: the model's "
+                                               "target length)")
+    g.add_argument("--context", type=int, default=256,
+                   help="tokens of preceding text each piece is conditioned on (default 256)")
     _add_decoding(p)
     _add_placement(p, "weights' dtype (default: an ar2diff folder's own, else float32)")
 
@@ -296,6 +305,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _at_least(1, limit=args.limit, k=args.k, batch_size=args.batch_size)
     where = {"split": args.split, "data": args.data, "limit": args.limit, "ks": args.k,
              "out": args.out}
+    if args.task == "perplexity":
+        return _evaluate_perplexity(args)
     if args.predictions:
         results = score_predictions_file(args.task, args.predictions, **where)
     elif not args.model:
@@ -307,6 +318,27 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     metrics = {k: v for k, v in results["metrics"].items() if not isinstance(v, dict)}
     print(" ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
                    for k, v in metrics.items()))
+    print(f"results written to {args.out}")
+
+
+def _evaluate_perplexity(args: argparse.Namespace) -> None:
+    from ar2diff.evaluation.perplexity import evaluate_perplexity
+
+    if not args.model or not args.data:
+        raise Ar2DiffError("evaluate --task perplexity needs --model and --data FILE "
+                           "(.txt paragraphs or .jsonl with a text field)")
+    results = evaluate_perplexity(
+        args.model, args.data, mode=args.mode, mc_samples=args.mc_samples, seed=args.seed,
+        window=args.window, context=args.context, limit=args.limit, batch_size=args.batch_size,
+        dtype=args.dtype, device=args.device, out=args.out)
+    for mode in results["setup"]["modes"]:
+        m = results["metrics"][mode]
+        if mode == "ar":
+            print(f"ar: nll/token={m['nll_per_token']:.4f} perplexity={m['perplexity']:.2f}")
+        else:
+            print(f"diffusion: nll/token <= {m['nll_bound_per_token']:.4f} "
+                  f"(± {m['nll_bound_per_token_stderr']:.4f}) "
+                  f"perplexity <= {m['perplexity_bound']:.2f}")
     print(f"results written to {args.out}")
 
 

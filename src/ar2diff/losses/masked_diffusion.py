@@ -38,3 +38,22 @@ def masked_diffusion_loss(
     weights = (1 / rates)[:, None].expand_as(x0)[picked]
     ce = F.cross_entropy(logits[picked].float(), x0[picked], reduction="none")
     return (ce * weights).sum(), int(mask.sum())
+
+
+def masked_elbo_terms(
+    backbone: Backbone,
+    batch: Batch,
+    fed: torch.Tensor,
+    weights: torch.Tensor,
+    mask_id: int,
+    shift: bool = False,
+    layout: str = "diffusion",
+) -> torch.Tensor:
+    """Per row ``[B]``: minus the ``weights``-weighted cross-entropy summed over the masked real
+    target positions of ``fed``, a draw of the ELBO on log p(target | input) in nats."""
+    batch = batch.to(backbone.device)
+    fed, weights = fed.to(backbone.device), weights.to(backbone.device)
+    logits = backbone.target_logits(batch, fed, layout, shift)
+    picked = batch.target_mask & (fed == mask_id)
+    logp = torch.log_softmax(logits.float(), -1).gather(-1, batch.target_ids[..., None])[..., 0]
+    return (torch.where(picked, logp, 0.0).sum(1) * weights.float())

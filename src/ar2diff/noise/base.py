@@ -18,6 +18,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ar2diff.data.batching import Batch
+from ar2diff.errors import Ar2DiffError
 from ar2diff.models.backbone import Backbone
 from ar2diff.models.meta import ModelMeta
 
@@ -116,6 +117,15 @@ class NoiseProcess(ABC):
         further step (a bool tensor on the device), or None when it cannot finish before the
         schedule ends."""
         return None
+
+    # ---- likelihood ----------------------------------------------------------------------
+
+    def elbo_terms(self, backbone: Backbone, batch: Batch, generators: list[torch.Generator],
+                   shift: bool, layout: str) -> torch.Tensor:
+        """One Monte-Carlo draw per row ``[B]`` of a lower bound on log p(target | input) in nats
+        (one generator per row); its expectation is the bound."""
+        raise Ar2DiffError(f"{self.name} noise has no tractable bound on the log-likelihood; "
+                           "score a model trained with mask noise, or use mode=ar")
 
 
 def end_seen(x: torch.Tensor, end_ids: tuple[int, ...]) -> torch.Tensor:

@@ -19,7 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ar2diff.data.batching import Batch
 from ar2diff.errors import Ar2DiffError
-from ar2diff.losses.masked_diffusion import masked_diffusion_loss
+from ar2diff.losses.masked_diffusion import masked_diffusion_loss, masked_elbo_terms
 from ar2diff.models.backbone import Backbone
 from ar2diff.models.meta import ModelMeta
 from ar2diff.noise.base import Block, NoiseProcess, StepRule, end_seen
@@ -164,3 +164,30 @@ class MaskNoise(NoiseProcess):
     def settled(self, canvas: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         """Whether no position of ``[lo, hi)`` is still masked."""
         return ~(canvas[:, lo:hi] == self.mask_id).any()
+
+    def elbo_terms(self, backbone: Backbone, batch: Batch, generators: list[torch.Generator],
+                   shift: bool, layout: str) -> torch.Tensor:
+        """LLaDA's lower-variance form of the masked-diffusion ELBO: mask exactly l of the L
+        target tokens (l uniform in 1..L, positions uniform) and weight the masked tokens'
+        log-probabilities by L / l; in expectation this equals MDLM's bound (rate t ~ U(0, 1),
+        weight 1 / t)."""
+        if backbone.block_size:
+            raise Ar2DiffError("no likelihood bound for block-diffusion models yet (their blocks "
+                               "need a noise level each); score it with mode=ar or a masked model")
+        fed, weights = mask_exactly(batch.target_ids, batch.target_mask, self.mask_id, generators)
+        return masked_elbo_terms(backbone, batch, fed, weights, self.mask_id, shift, layout)
+
+
+def mask_exactly(targets: torch.Tensor, real: torch.Tensor, mask_id: int,
+                 generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of ``targets`` ``[B, L]`` with ``real`` positions a prefix: mask l of its L real
+    tokens, l uniform in 1..L; returns the masked targets and the weights L / l ``[B]``."""
+    fed, weights = targets.clone(), torch.zeros(len(targets))
+    for row, gen in enumerate(generators):
+        n = int(real[row].sum())
+        if n == 0:
+            continue
+        count = int(torch.randint(1, n + 1, (), generator=gen))
+        fed[row, torch.randperm(n, generator=gen)[:count].to(fed.device)] = mask_id
+        weights[row] = n / count
+    return fed, weights
