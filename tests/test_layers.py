@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("training and generation", ("ar2diff.training", "ar2diff.generation")),
     ("recipes and runs", ("ar2diff.evaluation.run", "ar2diff.recipes", "ar2diff.demo",
                           "ar2diff.experiments", "ar2diff.speed")),
+    ("python api", ("ar2diff.api",)),
     ("command line", ("ar2diff.cli",)),
 ]
 

@@ -19,6 +19,7 @@ STREAM_CORRUPTION = 3  # noise applied to the targets of training example i
 STREAM_ANNEAL = 5  # which future links attention-mask annealing opens at a step
 STREAM_TASK_ORDER = 7  # the shuffled order of task examples in an epoch
 STREAM_SEGMENT = 11  # which corpus stream, segment and cut an example uses
+STREAM_HELD_OUT = 13  # which task examples are held out for the evaluation loss
 
 
 def example_generator(seed: int, *keys: int) -> torch.Generator:

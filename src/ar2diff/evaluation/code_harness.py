@@ -38,10 +38,17 @@ def build_program(task: str, example: TaskExample, completion: str) -> str:
         "mbpp": mbpp_program,
         "mbpp-plus": mbpp_plus_program,
         "humaneval": humaneval_program,
+        "jsonl": generic_program,
     }
     if task not in builders:
         raise Ar2DiffError(f"task {task} has no test programs; code tasks: {', '.join(builders)}")
     return builders[task](example, completion)
+
+
+def generic_program(example: TaskExample, completion: str) -> str:
+    """A generic JSONL task's program: setup + completion + the record's tests."""
+    meta = example.meta
+    return "\n".join(p for p in (meta.get("setup", ""), completion, meta["tests"]) if p) + "\n"
 
 
 def mbpp_program(example: TaskExample, completion: str) -> str:

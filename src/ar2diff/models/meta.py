@@ -34,6 +34,7 @@ class ModelMeta:
     target_length: int = DEFAULT_TARGET_LENGTH  # diffusion target length it was trained with
     decoding: DecodingDefaults = field(
         default_factory=lambda: DecodingDefaults(max_new_tokens=DEFAULT_AR_MAX_NEW_TOKENS))
+    prompt_format: str | None = None  # raw | chat, as trained; None (not recorded): raw
     source: str | None = None  # the pretrained spec it was loaded from, if any
     config: dict[str, Any] | None = None  # the full run config that produced it
     ar2diff_version: str | None = None
@@ -77,5 +78,6 @@ class ModelMeta:
             self, mode=o.kind, layout=layout, shift=o.shift if diffusion else True,
             noise=o.noise if diffusion else None, target_length=config.data.target_length,
             decoding=dataclasses.replace(config.sample), config=config.to_dict(),
+            prompt_format=config.data.prompt_format,
             ar2diff_version=version(),
         )
