@@ -108,3 +108,4 @@ def test_the_checker_sees_a_violation(tmp_path):
     circle = find_circle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}})
     assert circle == ["a", "b", "c", "a"]
     assert find_circle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
