@@ -174,3 +174,12 @@ def test_one_prompt_format_from_training_to_decoding(tmp_path, toy_tokenizer):
     expected = gen.generate([data_row["input"] for data_row in
                              map(json.loads, data.read_text().splitlines()[:2])], opts)
     assert [p["completion"] for p in res["predictions"]] == [row[0] for row in expected]
+
+
+def test_folders_without_a_recorded_prompt_format_get_raw_prompts():
+    from ar2diff.models.meta import ModelMeta
+
+    old = ModelMeta.from_dict({"schema": 2, "mode": "diffusion", "layout": "diffusion"})
+    assert old.prompt_format is None
+    assert ModelMeta.from_dict({**old.to_dict(), "prompt_format": "chat"}).prompt_format == "chat"
+    assert ModelMeta.pretrained("x", 10).prompt_format is None

@@ -110,20 +110,22 @@ def acquire_lock(out: Path) -> Path:
 @contextlib.contextmanager
 def claim(config: RunConfig, resume: bool = False, overwrite: bool = False,
           force: bool = False, rank: int = 0) -> Iterator[Path]:
-    """Check and lock the run folder for the run's whole life (rank 0 locks and clears)."""
+    """Check and lock the run folder for the run's whole life. Rank 0 alone checks, locks and
+    clears it (the other ranks would race with its writes; a launcher such as torchrun stops
+    them when rank 0 fails)."""
     if resume and overwrite:
         raise Ar2DiffError("--resume and --overwrite contradict each other; choose one")
     out = Path(config.train.out_dir)
-    if out.exists() and not out.is_dir():
-        raise Ar2DiffError(f"output folder {out} is a file; choose another train.out_dir")
-    if holds_a_run(out) and not (resume or overwrite):
-        raise Ar2DiffError(
-            f"output folder {out} is not empty (an earlier run?); pass --resume to continue it, "
-            "--overwrite to delete its checkpoints and start over, or choose a new folder")
-    if resume:
-        check_resume(out, config, force)
     lock, created = None, not out.exists()
     if rank == 0:
+        if out.exists() and not out.is_dir():
+            raise Ar2DiffError(f"output folder {out} is a file; choose another train.out_dir")
+        if holds_a_run(out) and not (resume or overwrite):
+            raise Ar2DiffError(
+                f"output folder {out} is not empty (an earlier run?); pass --resume to continue "
+                "it, --overwrite to delete its checkpoints and start over, or choose a new folder")
+        if resume:
+            check_resume(out, config, force)
         try:
             lock = acquire_lock(out)
         except OSError as exc:
