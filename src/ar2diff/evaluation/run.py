@@ -2,7 +2,10 @@
 
 :func:`evaluate_model` decodes the task's prompts (or :func:`score_predictions_file` reads
 predictions made elsewhere), scores them, and returns the results with the full setup that
-produced them; both write the results file atomically when given ``out``.
+produced them; both write the results file atomically when given ``out``. A results file
+explains itself: ``units`` of each metric, ``seconds`` (decoding and scoring) and
+``wall_seconds`` (loading included), each prediction's raw ``completion`` beside the scored
+``prediction``, and in ``setup`` the decoding, prompt format, ar2diff version and commit.
 """
 
 from __future__ import annotations
@@ -96,9 +99,11 @@ def score_predictions_file(
     metric: str | None = None,
 ) -> dict:
     """Score a JSONL file of predictions made elsewhere, as :func:`evaluate_model` scores."""
+    began = time.perf_counter()
     task = task_for(task, data)
     examples = load_task(task, split, data, limit)
     results = score_predictions(task, examples, predictions, ks, metric=metric)
+    results["wall_seconds"] = time.perf_counter() - began
     return _finish(results, {"predictions": str(predictions)}, task, split, limit, data, None, out)
 
 
