@@ -211,7 +211,9 @@ def test_qa_results(fake_sandbox):
         "reference": "Paris",
         "references": ["Paris"],
         "score": {"exact_match": 100.0, "f1": 100.0},
+        "completion": "Paris\nmore",  # the raw completion beside the scored text
     }
+    assert results["units"] == {"exact_match": "percent (0-100)", "f1": "percent (0-100)"}
 
 
 def test_code_results_count_statuses_and_skip_k_above_n(fake_sandbox):

@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                           "ar2diff.evaluation.perplexity",
                           "ar2diff.recipes", "ar2diff.demo",
                           "ar2diff.experiments", "ar2diff.speed", "ar2diff.serving")),
+    ("python api", ("ar2diff.api",)),
     ("command line", ("ar2diff.cli",)),
 ]
 
@@ -109,3 +110,4 @@ def test_the_checker_sees_a_violation(tmp_path):
     circle = find_circle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}})
     assert circle == ["a", "b", "c", "a"]
     assert find_circle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+

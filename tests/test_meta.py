@@ -101,7 +101,7 @@ def test_old_config_and_option_names_are_accepted():
 
 def test_evaluation_options_draw_enough_completions_for_pass_at_k():
     ar = evaluation_options(DecodeOptions(), "ar", [1, 5])
-    assert (ar.completions, ar.strategy, ar.temperature, ar.chat) == (5, "sample", 0.8, False)
+    assert (ar.completions, ar.strategy, ar.temperature, ar.chat) == (5, "sample", 0.8, None)
     diffusion = evaluation_options(DecodeOptions(temperature=0.3), "diffusion", [1, 5])
     assert (diffusion.completions, diffusion.strategy, diffusion.temperature) == (5, "greedy", 0.3)
     one = evaluation_options(DecodeOptions(chat=True), "ar", [1])

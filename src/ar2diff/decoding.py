@@ -65,7 +65,7 @@ class DecodeOptions:
     strategy: str = "greedy"  # AR: greedy | sample | beam
     top_p: float = 1.0
     num_beams: int = 4
-    chat: bool | None = None  # apply the tokenizer's chat template (default: if it has one)
+    chat: bool | None = None  # chat template (True) or raw (False); None: the model's prompt format
     early_stop: bool = False  # diffusion: stop an input once a step changes none of its samples
     repetition_penalty: float | None = None  # diffusion; default: the model's (1 = off)
     block_length: int | None = None  # masked diffusion; default: the model's (0 = one block)

@@ -36,7 +36,7 @@ def toy_demo(out: str, steps: int | None = None, n_eval: int = 200) -> float:
     start = time.perf_counter()
     config = load_config(None, [*TOY_OVERRIDES, f"train.steps={800 if steps is None else steps}",
                                 f"train.out_dir={Path(out) / 'toy'}"])
-    result = run_training(config)
+    result = run_training(config, overwrite=True)  # a demo starts afresh each time
     trained = time.perf_counter()
     gen = TextGenerator.load(str(result.model_dir))
     em, rows = toy_exact_match(gen, config.data.toy_task, config.train.seed, n_eval,
@@ -64,7 +64,8 @@ def ar2diff_demo(out: str, steps: int | None = None, model: str = "smollm2-135m"
           "(AR2Diff step 2, masked-diffusion prefix LM on books + code) …")
     result = adapt(model, steps, str(Path(out) / "adapted"),
                    overrides=["train.eval_every=0", "train.save_every=0",
-                              "data.segment_length=64", f"objective.anneal_steps={steps // 3}"])
+                              "data.segment_length=64", f"objective.anneal_steps={steps // 3}"],
+                   overwrite=True)
     base = TextGenerator.load(model)
     adapted = TextGenerator.load(str(result.model_dir))
     for name, gen, opts in (  # plain completion: the adaptation text is plain prose

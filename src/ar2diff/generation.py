@@ -18,7 +18,7 @@ from ar2diff.sampling.autoregressive import ARSampling, ar_generate
 from ar2diff.sampling.block_diffusion import block_generate
 from ar2diff.sampling.diffusion import DiffusionSampling, diffusion_generate
 from ar2diff.sampling.steps import StepRecord, ar_canvas, ar_start, diffusion_start
-from ar2diff.tokenization import special_ids
+from ar2diff.tokenization import encode_prompt_text, special_ids
 
 
 class TextGenerator:
@@ -107,16 +107,15 @@ class TextGenerator:
         step = rows * length * (2 * vocab * 4 + 2 * heads * total * 4 + 4 * hidden * 4)
         return step + rows * 2 * layers * total * hidden * 4
 
+    def prompt_format(self, chat: bool | None) -> str:
+        """``chat`` or ``raw``: as asked (``chat`` True / False), else the model's recorded
+        format (raw for models that record none, as fine-tuning and evaluation long used)."""
+        if chat is None:
+            return self.meta.prompt_format or "raw"
+        return "chat" if chat else "raw"
+
     def _encode(self, prompt: str, chat: bool | None) -> list[int]:
-        tok = self.tokenizer
-        use_chat = bool(getattr(tok, "chat_template", None)) if chat is None else chat
-        if use_chat:
-            if not getattr(tok, "chat_template", None):
-                raise Ar2DiffError("--chat: this model's tokenizer has no chat template")
-            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                           add_generation_prompt=True)
-            return tok.encode(text, add_special_tokens=False)
-        return tok.encode(prompt, add_special_tokens=False)
+        return encode_prompt_text(self.tokenizer, prompt, self.prompt_format(chat))
 
     def mode(self, opts: DecodeOptions) -> str:
         """The decoding mode ``opts`` asks for, or the one the model was trained for."""

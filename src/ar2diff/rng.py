@@ -20,6 +20,7 @@ STREAM_ANNEAL = 5  # which future links attention-mask annealing opens at a step
 STREAM_TASK_ORDER = 7  # the shuffled order of task examples in an epoch
 STREAM_SEGMENT = 11  # which corpus stream, segment and cut an example uses
 STREAM_LIKELIHOOD = 13  # which target tokens one Monte-Carlo sample of a likelihood bound masks
+STREAM_HELD_OUT = 17  # which task examples are held out for the evaluation loss
 
 
 def example_generator(seed: int, *keys: int) -> torch.Generator:

@@ -80,3 +80,21 @@ def sentinel_ids(tokenizer: PreTrainedTokenizerBase, n: int) -> list[int]:
             "span corruption; use a T5-style tokenizer or objective.format=prefix"
         )
     return list(ids)
+
+
+PROMPT_FORMATS = ("raw", "chat")
+
+
+def encode_prompt_text(tokenizer: PreTrainedTokenizerBase, text: str, prompt_format: str) -> list[int]:
+    """A prompt's ids in ``prompt_format``: ``raw`` (the text itself) or ``chat`` (one user turn
+    through the tokenizer's chat template, ready for the reply). Training and decoding both
+    encode through here, so a model sees its prompts as it was trained on them."""
+    if prompt_format == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise Ar2DiffError("prompt format chat: this tokenizer has no chat template; use raw "
+                               "prompts (data.prompt_format=raw, --no-chat)")
+        text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                             add_generation_prompt=True)
+    elif prompt_format != "raw":
+        raise Ar2DiffError(f"prompt format {prompt_format!r}: choose raw or chat")
+    return tokenizer.encode(text, add_special_tokens=False)

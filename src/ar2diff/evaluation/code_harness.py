@@ -42,10 +42,18 @@ def build_program(task: str, example: TaskExample, completion: str) -> CodeTest:
         "mbpp": mbpp_program,
         "mbpp-plus": mbpp_plus_program,
         "humaneval": humaneval_program,
+        "jsonl": generic_program,
     }
     if task not in builders:
         raise Ar2DiffError(f"task {task} has no test programs; code tasks: {', '.join(builders)}")
     return builders[task](example, completion)
+
+
+def generic_program(example: TaskExample, completion: str) -> CodeTest:
+    """A generic JSONL task: the record's setup then the completion; tests: the record's tests."""
+    meta = example.meta
+    solution = "\n".join(p for p in (meta.get("setup", ""), completion) if p)
+    return CodeTest(solution + "\n", meta["tests"] + "\n")
 
 
 def mbpp_program(example: TaskExample, completion: str) -> CodeTest:

@@ -14,9 +14,16 @@ Post-processing (the text that is scored, kept as ``prediction`` in the results)
   This is line based: a continuation line at column 0 inside a function (e.g. in a multi-line
   string) also ends the program.
 
-Metrics are on a 0-100 scale: ``bleu``, ``chrf`` and their sacrebleu signatures (translation),
-``exact_match`` and ``f1`` (SQuAD), ``pass@k`` for each requested k no larger than the number of
-samples per problem plus ``status_counts`` of the sandbox verdicts (code).
+- generic JSONL tasks (``jsonl``): the completion stripped of surrounding white space; with
+  tests (pass@k) the completion as it is.
+
+Metrics are on a 0-100 scale (percent; ``units`` in the results says so per metric): ``bleu``,
+``chrf`` and their sacrebleu signatures (translation), ``exact_match`` and ``f1`` (SQuAD),
+``pass@k`` for each requested k no larger than the number of samples per problem plus
+``status_counts`` of the sandbox verdicts (code). A generic task is scored by the ``metric``
+asked for (:data:`GENERIC_METRICS`; default pass@k when every example has tests, else exact
+match); its text metrics are all reported, ``metric`` naming the chosen one. Each prediction
+record keeps the raw ``completion`` (or ``completions``) beside the post-processed text.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ar2diff.atomic import write_json_atomic
+from ar2diff.data.generic import has_tests
 from ar2diff.data.records import read_jsonl
 from ar2diff.data.tasks import TASK_KINDS, TaskExample
 from ar2diff.errors import Ar2DiffError
@@ -47,7 +55,9 @@ CODE_LIMITS: dict[str, tuple[float, int]] = {
     "mbpp": (10.0, 1024),
     "humaneval": (10.0, 1024),
     "mbpp-plus": (180.0, 4096),
+    "jsonl": (10.0, 1024),
 }
+GENERIC_METRICS = ("exact_match", "f1", "bleu", "chrf", "pass@k")
 
 _HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\nif", "\nprint", "\n```")
 _STOP_LINE = re.compile(r"assert\b|if\s+__name__\b|```")
@@ -67,6 +77,7 @@ def evaluate_task(
     timeout_s: float | None = None,
     memory_mb: int | None = None,
     workers: int = 2,
+    metric: str | None = None,
 ) -> dict:
     """Generate ``num_samples`` completions per example in batches, then score them.
 
@@ -74,7 +85,7 @@ def evaluate_task(
     Sandbox limits default to :data:`CODE_LIMITS` for the task. Returns ``task``,
     ``num_examples``, ``num_samples``, ``metrics`` and per-example ``predictions``.
     """
-    _check_request(task, examples, num_samples, ks, batch_size)
+    _check_request(task, examples, num_samples, ks, batch_size, metric)
     completions: list[list[str]] = []
     with tqdm(
         total=len(examples), desc=f"generating {task}", unit="ex", disable=not progress
@@ -86,7 +97,8 @@ def evaluate_task(
             completions.extend(list(samples) for samples in outputs)
             bar.update(len(prompts))
     return score_completions(
-        task, examples, completions, ks, timeout_s=timeout_s, memory_mb=memory_mb, workers=workers
+        task, examples, completions, ks, timeout_s=timeout_s, memory_mb=memory_mb,
+        workers=workers, metric=metric,
     )
 
 
@@ -100,6 +112,7 @@ def score_predictions(
     timeout_s: float | None = None,
     memory_mb: int | None = None,
     workers: int = 2,
+    metric: str | None = None,
 ) -> dict:
     """Score a JSONL file of predictions made elsewhere, exactly as :func:`evaluate_task` does.
 
@@ -119,6 +132,7 @@ def score_predictions(
         timeout_s=timeout_s,
         memory_mb=memory_mb,
         workers=workers,
+        metric=metric,
     )
 
 
@@ -132,37 +146,67 @@ def score_completions(
     timeout_s: float | None = None,
     memory_mb: int | None = None,
     workers: int = 2,
+    metric: str | None = None,
 ) -> dict:
     """Score raw completions (a list of samples per example, aligned with ``examples``)."""
     kind = _kind(task)
+    metric = generic_metric(task, examples, metric)
     if len(completions) != len(examples) or not all(completions):
         raise ValueError("score_completions needs at least one completion for every example")
     texts = [
         [postprocess_completion(task, c) if postprocess else c for c in s] for s in completions
     ]
-    if kind == "code":
+    if kind == "code" or metric == "pass@k":
         _require_sandbox()
         limits = CODE_LIMITS[task]
         exec_limits = (timeout_s or limits[0], memory_mb or limits[1], workers)
         metrics, records = _score_code(task, examples, texts, ks, *exec_limits)
+        if metric is not None:
+            metrics = {"metric": metric, **metrics}
     elif any(len(s) > 1 for s in texts):
         raise Ar2DiffError(f"{task} takes one prediction per example, some have several")
     elif kind == "translation":
         metrics, records = _score_translation(examples, [s[0] for s in texts])
+    elif kind == "generic":
+        metrics, records = _score_generic(examples, [s[0] for s in texts], metric)
     else:
         metrics, records = _score_qa(examples, [s[0] for s in texts])
+    for record, raw in zip(records, completions, strict=True):
+        if "predictions" in record:
+            record["completions"] = list(raw)
+        else:
+            record["completion"] = raw[0]
     return {
         "task": task,
         "num_examples": len(examples),
         "num_samples": min(len(s) for s in texts),
         "metrics": metrics,
+        "units": {k: "percent (0-100)" for k, v in metrics.items() if isinstance(v, float)},
         "predictions": records,
     }
+
+
+def generic_metric(task: str, examples: Sequence[TaskExample], metric: str | None) -> str | None:
+    """The metric a generic task is scored by (None for the named tasks, which have their own)."""
+    if _kind(task) != "generic":
+        if metric is not None:
+            raise Ar2DiffError(f"--metric applies to your own JSONL data; {task} has its own metrics")
+        return None
+    if metric is None:
+        return "pass@k" if has_tests(list(examples)) else "exact_match"
+    if metric not in GENERIC_METRICS:
+        raise Ar2DiffError(f"--metric {metric!r}: choose one of {', '.join(GENERIC_METRICS)}")
+    if metric == "pass@k" and not has_tests(list(examples)):
+        raise Ar2DiffError("--metric pass@k needs a 'tests' field (Python asserts) on every "
+                           "example of the data file; add them or choose another metric")
+    return metric
 
 
 def postprocess_completion(task: str, completion: str) -> str:
     """The part of a raw completion that is scored (rules in the module docstring)."""
     kind = _kind(task)
+    if kind == "generic":
+        return completion.strip()
     if kind != "code":
         stripped = completion.strip()
         return stripped.split("\n", 1)[0].strip()
@@ -187,10 +231,13 @@ def _kind(task: str) -> str:
 
 
 def _check_request(
-    task: str, examples: Sequence[TaskExample], num_samples: int, ks: Sequence[int], batch_size: int
+    task: str, examples: Sequence[TaskExample], num_samples: int, ks: Sequence[int], batch_size: int,
+    metric: str | None = None,
 ) -> None:
     """Reject a bad request before any generation time is spent."""
     kind = _kind(task)
+    if examples and generic_metric(task, examples, metric) == "pass@k":
+        kind = "code"
     if not examples:
         raise Ar2DiffError("no examples to evaluate; check the task, split and limit")
     if batch_size < 1 or num_samples < 1:
@@ -294,6 +341,24 @@ def _score_translation(
             "score": {"bleu": sentence_bleu(pred, ex.target)},
         }
         for ex, pred in zip(examples, predictions, strict=True)
+    ]
+    return metrics, records
+
+
+def _score_generic(
+    examples: Sequence[TaskExample], predictions: list[str], metric: str
+) -> tuple[dict, list[dict]]:
+    """Exact match, F1 (against ``answers`` or the target), BLEU and chrF; ``metric`` the chosen."""
+    golds = [ex.meta.get("answers") or [ex.target] for ex in examples]
+    references = [ex.target for ex in examples]
+    bleu, chrf = corpus_bleu(predictions, references), corpus_chrf(predictions, references)
+    metrics = {"metric": metric, **squad_scores(predictions, golds), "bleu": bleu.score,
+               "chrf": chrf.score, "bleu_signature": bleu.signature,
+               "chrf_signature": chrf.signature}
+    records = [
+        {"id": ex.id, "input": ex.input, "prediction": pred, "reference": ex.target,
+         "score": {"exact_match": 100.0 * exact_match(pred, gold), "f1": 100.0 * f1(pred, gold)}}
+        for ex, pred, gold in zip(examples, predictions, golds, strict=True)
     ]
     return metrics, records
 

@@ -35,6 +35,7 @@ class ModelMeta:
     block_size: int = 0  # diffusion: > 0 trained as block diffusion with blocks of this size
     decoding: DecodingDefaults = field(
         default_factory=lambda: DecodingDefaults(max_new_tokens=DEFAULT_AR_MAX_NEW_TOKENS))
+    prompt_format: str | None = None  # raw | chat, as trained; None (not recorded): raw
     source: str | None = None  # the pretrained spec it was loaded from, if any
     config: dict[str, Any] | None = None  # the full run config that produced it
     ar2diff_version: str | None = None
@@ -79,5 +80,6 @@ class ModelMeta:
             noise=o.noise if diffusion else None, target_length=config.data.target_length,
             block_size=o.block_size if diffusion else 0,
             decoding=dataclasses.replace(config.sample), config=config.to_dict(),
+            prompt_format=config.data.prompt_format,
             ar2diff_version=version(),
         )

@@ -12,8 +12,20 @@ import torch
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ar2diff.config import RunConfig
-from ar2diff.data.corpus import default_code_files, default_text_files, expand, tokenize_stream
-from ar2diff.data.sources import CorpusSource, ExampleSource, task_source, toy_source
+from ar2diff.data.corpus import (
+    default_code_files,
+    default_text_files,
+    describe_stream,
+    expand,
+    tokenize_stream,
+)
+from ar2diff.data.sources import (
+    CorpusSource,
+    ExampleSource,
+    split_held_out,
+    task_source,
+    toy_source,
+)
 from ar2diff.data.toy import toy_vocabulary
 from ar2diff.errors import Ar2DiffError
 from ar2diff.models.hub import load_any
@@ -23,8 +35,7 @@ from ar2diff.noise import noise_class
 from ar2diff.paths import default_cache_dir
 from ar2diff.tokenization import special_ids, train_bpe, word_level
 from ar2diff.training.loop import TrainResult, train
-
-CORPUS_MAX_CHARS = 8_000_000  # per stream; enough for CPU-scale pretraining
+from ar2diff.training.rundir import claim
 
 
 def corpus_files(config: RunConfig) -> list[tuple[list[Path], float]]:
@@ -45,15 +56,41 @@ def build_source(config: RunConfig, tokenizer: PreTrainedTokenizerBase,
     """The example source a run's ``data.source`` asks for."""
     d = config.data
     if d.source == "toy":
+        print(f"data: toy task {d.toy_task} (lengths {d.toy_min_len}-{d.toy_max_len}), "
+              "held-out examples drawn apart")
         return toy_source(tokenizer, config)
     if d.source == "task":
-        from ar2diff.data.tasks import load_task
-
-        return task_source(tokenizer, config, load_task(d.task, d.split, d.task_path))
+        return _task_source(config, tokenizer)
     cache_dir = cache_dir or _token_cache()
     parts = corpus_files(config)  # lists the stdlib's files once
-    streams = [tokenize_stream(files, tokenizer, CORPUS_MAX_CHARS, cache_dir) for files, _ in parts]
+    streams = [tokenize_stream(files, tokenizer, d.max_chars, cache_dir, d.held_out)
+               for files, _ in parts]
+    for (files, weight), stream in zip(parts, streams, strict=True):
+        print(f"data: corpus stream ({weight:.0%} of examples, from {files[0].parent}): "
+              f"{describe_stream(stream, d.max_chars, d.segment_length)}")
     return CorpusSource(streams, [w for _, w in parts], tokenizer, config)
+
+
+def _task_source(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> ExampleSource:
+    """A task's training examples, and those its evaluation loss reads: the split
+    ``data.eval_split``, else a ``data.held_out`` fraction kept out of training (only when the
+    run evaluates: with ``train.eval_every=0`` every example trains)."""
+    from ar2diff.data.tasks import load_task
+
+    d = config.data
+    examples = load_task(d.task, d.split, d.task_path)
+    held: list = []
+    if d.eval_split:
+        held = load_task(d.task, d.eval_split, d.task_path)
+        how = f"evaluation loss on split {d.eval_split}: {len(held)}"
+    elif config.train.eval_every and d.held_out > 0:
+        examples, held = split_held_out(examples, d.held_out, config.train.seed)
+        how = f"held out for the evaluation loss (data.held_out={d.held_out}): {len(held)}"
+    else:
+        how = "none held out (no evaluation loss)"
+    print(f"data: task {d.task} ({d.task_path or 'default data'}, split {d.split}): "
+          f"{len(examples)} training examples; {how}")
+    return task_source(tokenizer, config, examples, held)
 
 
 def _token_cache() -> Path:
@@ -65,7 +102,7 @@ def tokenizer_texts(config: RunConfig):
     from ar2diff.data.corpus import read_texts
 
     for files, _ in corpus_files(config):
-        yield from read_texts(files, CORPUS_MAX_CHARS // 4)
+        yield from read_texts(files, config.data.max_chars // 4)
 
 
 def build_tokenizer(config: RunConfig, corpus_texts=None) -> PreTrainedTokenizerBase:
@@ -122,12 +159,18 @@ def model_for_run(config: RunConfig, tokenizer: PreTrainedTokenizerBase | None =
     return model, tokenizer, meta
 
 
-def run_training(config: RunConfig, resume: bool = False) -> TrainResult:
-    """Build everything the config names and train it."""
-    tokenizer = None
-    if not config.model.pretrained:
-        texts = tokenizer_texts(config) if config.tokenizer.kind == "bpe" else None
-        tokenizer = build_tokenizer(config, texts)
-    model, tokenizer, meta = model_for_run(config, tokenizer)
-    source = build_source(config, tokenizer)
-    return train(config, model, tokenizer, meta, source, resume=resume)
+def run_training(config: RunConfig, resume: bool = False, overwrite: bool = False,
+                 force: bool = False) -> TrainResult:
+    """Build everything the config names and train it in its claimed run folder.
+
+    A folder holding a run is refused unless ``resume`` (same config, or ``force``) or
+    ``overwrite`` (its checkpoints, model and logs are deleted first) says what to do with it.
+    """
+    with claim(config, resume, overwrite, force, rank=int(os.environ.get("RANK", "0"))):
+        tokenizer = None
+        if not config.model.pretrained:
+            texts = tokenizer_texts(config) if config.tokenizer.kind == "bpe" else None
+            tokenizer = build_tokenizer(config, texts)
+        model, tokenizer, meta = model_for_run(config, tokenizer)
+        source = build_source(config, tokenizer)
+        return train(config, model, tokenizer, meta, source, resume=resume)

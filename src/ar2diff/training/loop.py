@@ -37,6 +37,7 @@ from ar2diff.noise.base import NoiseProcess
 from ar2diff.rng import STREAM_ANNEAL, STREAM_CORRUPTION, example_generator
 from ar2diff.tokenization import special_ids
 from ar2diff.training import distributed
+from ar2diff.training.logs import MetricsLog
 
 STATE = "trainer_state.pt"
 
@@ -48,6 +49,7 @@ class TrainResult:
     model_dir: Path
     history: list[dict] = field(default_factory=list)
     final_eval_loss: float | None = None
+    best_step: int | None = None  # the step of the lowest held-out loss (saved in ``best/``)
 
 
 def lr_lambda(config: RunConfig):
@@ -124,6 +126,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
         self.step = 0
         self.history: list[dict] = []
+        self.log = MetricsLog(self.out) if self.rank == 0 else None
 
     # ---- one step --------------------------------------------------------------------------
 
@@ -185,8 +188,38 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------
 
+    def announce(self) -> None:
+        """Print where and how the run trains: processes, device, and the resolved config."""
+        if self.rank > 0:
+            return
+        cfg = self.config.train
+        where = f"resuming at step {self.step}" if self.step else "from step 0"
+        print(f"training {self.out}: {self.meta.mode} model, {self.world} process(es), device "
+              f"{self.backbone.device}, {cfg.steps} steps {where}; config in "
+              f"{self.out / 'config.yaml'}, metrics in {self.out / 'metrics.jsonl'}", flush=True)
+        if cfg.progress:
+            import yaml
+
+            text = yaml.safe_dump(self.config.to_dict(), sort_keys=False)
+            print("resolved config:\n  " + text.rstrip().replace("\n", "\n  "), flush=True)
+
+    def _keep_best(self, eval_loss: float) -> None:
+        """Save the weights as ``best/`` when ``eval_loss`` is the lowest held-out loss yet."""
+        earlier = [r["eval_loss"] for r in self.history if r.get("eval_loss") is not None]
+        if earlier and eval_loss >= min(earlier):
+            return
+        weights = self._full_weights()
+        if self.rank == 0:
+            save_model(self.out / "best", self.backbone.model, self.tokenizer, self.meta,
+                       state_dict=weights)
+            write_json_atomic(self.out / "best.json", {"step": self.step, "eval_loss": eval_loss})
+        distributed.barrier()
+
     def run(self) -> TrainResult:
         cfg = self.config.train
+        self.announce()
+        if self.log is not None:
+            self.log.restart(self.history)
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress or self.rank > 0,
                    desc="train",
                    dynamic_ncols=True)
@@ -197,7 +230,10 @@ class Trainer:
             record["tokens_per_s"] = record["tokens"] / (time.perf_counter() - start)
             if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
                 eval_loss = record["eval_loss"] = self.eval_loss()
+                self._keep_best(eval_loss)
             self.history.append(record)
+            if self.log is not None:
+                self.log.append(record)
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}",
                             **({"eval": f"{eval_loss:.3f}"} if eval_loss is not None else {}))
@@ -210,8 +246,10 @@ class Trainer:
         if self.rank == 0:
             save_model(model_dir, self.backbone.model, self.tokenizer, self.meta,
                        state_dict=weights)
+        if self.log is not None:
+            self.log.plot(self.history)
         distributed.barrier()
-        return TrainResult(model_dir, self.history, eval_loss)
+        return TrainResult(model_dir, self.history, eval_loss, best_step(self.history))
 
     # ---- checkpoints -------------------------------------------------------------------------
 
@@ -297,6 +335,12 @@ def load_trainer_state(path: Path) -> dict:
     if not isinstance(state["step"], int) or not isinstance(state["torch_rng"], torch.Tensor):
         raise Ar2DiffError(f"{path}: step or torch_rng has the wrong type; start afresh")
     return state
+
+
+def best_step(history: list[dict]) -> int | None:
+    """The step with the lowest held-out loss (the first of equals), None without evaluations."""
+    evals = [r for r in history if r.get("eval_loss") is not None]
+    return min(evals, key=lambda r: r["eval_loss"])["step"] if evals else None
 
 
 def checkpoints(out: Path) -> list[Path]:

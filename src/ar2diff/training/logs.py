@@ -1,0 +1,51 @@
+"""A run's logs: one JSON line of metrics per step (``metrics.jsonl``) and a loss curve
+(``loss.png``), both in the run folder and written by rank 0 only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+METRICS = "metrics.jsonl"
+PLOT = "loss.png"
+
+
+class MetricsLog:
+    """Appends step records to ``out/metrics.jsonl``; :meth:`plot` draws the loss curves."""
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / METRICS
+
+    def restart(self, history: list[dict]) -> None:
+        """Rewrite the log as ``history`` (the steps a resumed run keeps; empty for a new run)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
+
+    def append(self, record: dict) -> None:
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def plot(self, history: list[dict]) -> Path | None:
+        """Training (and held-out) loss against step as ``loss.png``; None without steps."""
+        if not history:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+        ax.plot([r["step"] for r in history], [r["loss"] for r in history], label="train loss",
+                linewidth=1)
+        evals = [r for r in history if r.get("eval_loss") is not None]
+        if evals:
+            ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-",
+                    label="held-out loss")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (mean per token)")
+        ax.legend()
+        fig.tight_layout()
+        path = self.path.parent / PLOT
+        fig.savefig(path)
+        plt.close(fig)
+        return path
