@@ -163,8 +163,8 @@ class _Server:
     def options(self, body: DecodeFields) -> DecodeOptions:
         """The decoding options ``body`` asks for, checked against the server's limits."""
         self.check_model(body.model)
-        opts = body.decode_options(self.gen.meta.mode)
         try:
+            opts = body.decode_options(self.gen.meta.mode)
             self.new_tokens(opts)  # the model's defaults merged in and checked
         except Ar2DiffError as exc:
             raise ApiError(400, str(exc)) from exc
