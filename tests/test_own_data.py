@@ -115,6 +115,15 @@ def test_finetune_defaults_follow_the_recipe(tmp_path):
                             recipe="paper")
     assert (paper.objective.noise, paper.objective.unroll, paper.sample.steps) == (
         "uniform", 2, 10)
+    assert (paper.objective.input_attention, paper.objective.shift) == ("prefix", False)
+    paper_adapt = adapt_config("smollm2-135m", 5, str(tmp_path / "a"), recipe="paper")
+    o = paper_adapt.objective
+    assert (o.noise, o.unroll, o.input_attention, o.shift, o.anneal_steps) == (
+        "uniform", 2, "prefix", False, 0)
+    assert (paper_adapt.sample.steps, paper_adapt.sample.block_length) == (10, 0)
+    assert (adapt.objective.noise, adapt.objective.shift) == ("mask", True)  # the default recipe
+    with pytest.raises(Ar2DiffError, match="--recipe 'magic'"):
+        adapt_config("smollm2-135m", 5, str(tmp_path / "a"), recipe="magic")
     # an adapted model keeps its noise, layout and decoding defaults (its length is the task's)
     (tmp_path / "adapted").mkdir()
     (tmp_path / "adapted" / "ar2diff.json").write_text(json.dumps({

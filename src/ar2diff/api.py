@@ -67,12 +67,13 @@ def load(model: str | os.PathLike, device: str | torch.device = "auto",
 
 def adapt(model: str, out: str | os.PathLike, steps: int = 200,
           data: Sequence[str] | None = None, overrides: Sequence[str] = (), *,
-          resume: bool = False, overwrite: bool = False, force: bool = False) -> TrainResult:
+          recipe: str = "ar2diff", resume: bool = False, overwrite: bool = False,
+          force: bool = False) -> TrainResult:
     """AR2Diff step 2 (``ar2diff adapt``): adapt AR ``model`` to diffusion on text files,
     folders or JSONL files ``data`` (default: books + Python stdlib); the model is saved in
-    ``out/model``."""
+    ``out/model``; ``recipe="paper"`` adapts with the paper's SUNDAE recipe."""
     return _adapt(model, steps, os.fspath(out), list(data) if data else None, list(overrides),
-                  resume=resume, overwrite=overwrite, force=force)
+                  resume=resume, overwrite=overwrite, force=force, recipe=recipe)
 
 
 def finetune(model: str, out: str | os.PathLike, *, task: str | None = None,

@@ -177,6 +177,10 @@ def _configure_adapt(p: argparse.ArgumentParser) -> None:
                    help="text files, folders or JSONL files of examples to adapt on (default: "
                         "books + Python stdlib, 80/20)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--recipe", choices=["ar2diff", "paper"], default="ar2diff",
+                   help="ar2diff (default: masked noise, shift, causal input, annealing; measured "
+                        "in docs/ar2diff.md) or paper (SUNDAE noise, L(1:2), bidirectional input, "
+                        "no shift, no annealing, T=10)")
     _add_run_folder(p)
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides on the adapt preset, e.g. objective.shift=false, "
@@ -190,7 +194,8 @@ def cmd_adapt(args: argparse.Namespace) -> None:
 
     _at_least(1, steps=args.steps)
     result = adapt(args.model, args.out, args.steps, args.data, args.overrides,
-                   resume=args.resume, overwrite=args.overwrite, force=args.force)
+                   recipe=args.recipe, resume=args.resume, overwrite=args.overwrite,
+                   force=args.force)
     print(f"adapted model saved to {result.model_dir}")
 
 

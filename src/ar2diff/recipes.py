@@ -15,8 +15,9 @@ Which recipe each default belongs to: fine-tuning an adapted model inherits what
 with (noise, layout, shift, decoding defaults but the length). AR2Diff_0 (fine-tuning an AR
 model as diffusion) takes the default ``adapt`` recipe's noise, layout and decoding
 (absorbing-mask noise, T = 32 in blocks of 4), so that AR2Diff_0 and
-AR2Diff_N differ only in the adaptation; ``recipe="paper"`` (``--recipe paper``) gives the
-paper's SUNDAE uniform noise with L(1:2) and T = 10 (the ``finetune`` preset's own values).
+AR2Diff_N differ only in the adaptation; ``recipe="paper"`` (``--recipe paper``, for ``adapt``
+too) gives the paper's: SUNDAE uniform noise with L(1:2), the input attended bidirectionally,
+no shift, no attention annealing, T = 10.
 """
 
 from __future__ import annotations
@@ -38,16 +39,28 @@ def preset(name: str) -> Path:
     return Path(str(resources.files("ar2diff") / "configs" / f"{name}.yaml"))
 
 
+RECIPES = ("ar2diff", "paper")
+
+# The paper's adaptation recipe (Han et al., 2024): SUNDAE uniform noise with L(1:2), the input
+# attended bidirectionally, no shift, no attention annealing, and its decoding (T = 10, N = 8).
+PAPER_ADAPT = ["objective.noise=uniform", "objective.unroll=2", "objective.input_attention=prefix",
+               "objective.shift=false", "objective.anneal_steps=0", "sample.steps=10",
+               "sample.block_length=0", "sample.candidates=8", "sample.temperature=0.2"]
+
+
 def adapt_config(model: str, steps: int, out: str, data: list[str] | None = None,
-                 overrides: list[str] | None = None) -> RunConfig:
-    """The AR2Diff adaptation run (step 2) as a config."""
+                 overrides: list[str] | None = None, recipe: str = "ar2diff") -> RunConfig:
+    """The AR2Diff adaptation run (step 2) as a config: the ``adapt`` preset (recipe
+    ``ar2diff``, measured in ``docs/ar2diff.md``) or the paper's recipe (``paper``)."""
+    if recipe not in RECIPES:
+        raise Ar2DiffError(f"--recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
     extra = [f"model.pretrained={model}", f"train.steps={steps}", f"train.out_dir={out}"]
+    if recipe == "paper":
+        extra += PAPER_ADAPT
     if data:
         extra.append("data.corpus=[" + ", ".join(repr(d) for d in data) + "]")
     return load_config(preset("adapt"), [*extra, *(overrides or [])])
 
-
-RECIPES = ("ar2diff", "paper")
 INHERITED_DECODING = ("steps", "temperature", "candidates", "repetition_penalty", "block_length",
                       "threshold", "factor", "confidence", "eos_stop", "eos_penalty")
 
@@ -73,6 +86,8 @@ def finetune_config(model: str, task: str | None, mode: str, out: str, steps: in
         extra += _inherited(meta)  # keep what it was adapted with
     elif mode == "diffusion" and recipe == "ar2diff":  # AR2Diff_0 under the adapt recipe
         extra += _adapt_recipe()
+    elif mode == "diffusion":  # AR2Diff_0 under the paper's recipe
+        extra += [o for o in PAPER_ADAPT if o != "objective.anneal_steps=0"]
     if steps is not None:
         extra.append(f"train.steps={steps}")
     return load_config(preset("finetune"), [*extra, *(overrides or [])])
@@ -106,9 +121,9 @@ def _adapt_recipe() -> list[str]:
 
 def adapt(model: str, steps: int, out: str, data: list[str] | None = None,
           overrides: list[str] | None = None, resume: bool = False, overwrite: bool = False,
-          force: bool = False) -> TrainResult:
+          force: bool = False, recipe: str = "ar2diff") -> TrainResult:
     """Run AR2Diff adaptation (resumable; see :func:`run_training` for the run folder)."""
-    return run_training(adapt_config(model, steps, out, data, overrides), resume=resume,
+    return run_training(adapt_config(model, steps, out, data, overrides, recipe), resume=resume,
                         overwrite=overwrite, force=force)
 
 
