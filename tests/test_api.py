@@ -46,7 +46,7 @@ def python_blocks(text: str) -> list[str]:
     return [b for b in blocks if not b.startswith("# setup")]
 
 
-@pytest.mark.slow  # three short trainings and two evaluations: ~15 s on an idle 2-core CPU
+# three short trainings and two evaluations: about 1 s on an idle 2-core CPU
 def test_the_examples_of_docs_api_run(own, capsys):
     blocks = python_blocks(DOC.read_text(encoding="utf-8"))
     assert len(blocks) >= 4
