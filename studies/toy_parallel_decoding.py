@@ -1,7 +1,8 @@
 """Parallel decoding on a toy task: exact match against tokens per forward pass and time.
 
-Trains, on the same toy task, steps and batch, a masked-diffusion model, a block-diffusion model
-(blocks of 4) and an AR prefix LM, then decodes the same held-out examples with AR greedy, the
+Trains, on the same toy task, steps and batch, a masked-diffusion model, two block-diffusion
+models (blocks of 4; masking rates from U(0, 1) and from BD3-LM's clipped U(0.3, 0.8)) and an
+AR prefix LM, then decodes the same held-out examples with AR greedy, the
 masked schedule (one token per step; blocks of 4), confidence thresholds and block diffusion.
 Each point: exact match, seconds, and answer tokens per target forward pass. Writes JSON.
 
@@ -30,6 +31,8 @@ from ar2diff.training.assemble import run_training
 MODELS = {
     "masked": ["objective.noise=mask", "objective.unroll=1"],
     "block": ["objective.noise=mask", "objective.unroll=1", "objective.block_size=4"],
+    "block-clipped": ["objective.noise=mask", "objective.unroll=1", "objective.block_size=4",
+                      "objective.mask_rate_min=0.3", "objective.mask_rate_max=0.8"],
     "ar": ["objective.kind=ar", "objective.input_attention=prefix"],
 }
 LENGTH = 12
@@ -45,6 +48,9 @@ METHODS = [  # (model, name, decoding fields)
     ("block", "block diffusion, 1 token/step", {"steps": LENGTH}),
     ("block", "block diffusion, threshold 0.9", {"threshold": 0.9}),
     ("block", "block diffusion, threshold 0.7", {"threshold": 0.7}),
+    ("block-clipped", "block diffusion, rates in [0.3, 0.8], 1 token/step", {"steps": LENGTH}),
+    ("block-clipped", "block diffusion, rates in [0.3, 0.8], threshold 0.9", {"threshold": 0.9}),
+    ("block-clipped", "block diffusion, rates in [0.3, 0.8], threshold 0.7", {"threshold": 0.7}),
 ]
 
 

@@ -101,6 +101,11 @@ def test_block_size_in_a_config_is_checked():
                            "objective.anneal_steps=5"])
     with pytest.raises(Ar2DiffError, match="decoder-only"):
         Backbone(tiny_model("t5"), block_size=4)
+    with pytest.raises(Ar2DiffError, match="mask_rate_min"):
+        load_config(None, ["objective.mask_rate_min=0.8", "objective.mask_rate_max=0.3"])
+    cfg = load_config(None, ["objective.noise=mask", "objective.block_size=4",
+                             "objective.mask_rate_min=0.3", "objective.mask_rate_max=0.8"])
+    assert (cfg.objective.mask_rate_min, cfg.objective.mask_rate_max) == (0.3, 0.8)
 
 
 def test_block_diffusion_trains_saves_and_decodes_by_blocks(tmp_path):
@@ -113,6 +118,7 @@ def test_block_diffusion_trains_saves_and_decodes_by_blocks(tmp_path):
         "data.source=toy", "tokenizer.kind=toy", "model.size=nano", "data.target_length=12",
         "train.progress=false", "train.eval_every=0", "optim.warmup_steps=2", "optim.lr=3e-3",
         "objective.noise=mask", "objective.unroll=1", "objective.block_size=4", "objective.shift=true",
+        "objective.mask_rate_min=0.3", "objective.mask_rate_max=0.8",
         "train.steps=30", "train.batch_size=16", "data.toy_task=copy", f"train.out_dir={tmp_path}"])
     result = run_training(cfg)
     first = sum(r["loss"] for r in result.history[:5]) / 5

@@ -153,6 +153,8 @@ def test_mask_corruption_rate_and_determinism():
     assert rates.min() >= 1e-3 and rates.max() <= 1 and rates.mean() == pytest.approx(0.5, abs=0.05)
     again, _ = mask_corrupt(targets[:1], 7, [example_generator(3, 0)])
     assert torch.equal(again[0], noisy[0])
+    _, clipped = mask_corrupt(targets, 7, [example_generator(3, i) for i in range(300)], 0.3, 0.8)
+    assert clipped.min() >= 0.3 and clipped.max() <= 0.8  # BD3-LM's clipped schedule
 
 
 @pytest.mark.parametrize("arch,shift", [("llama", False), ("llama", True), ("t5", False)])

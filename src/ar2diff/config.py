@@ -76,6 +76,8 @@ class ObjectiveConfig:
     noise: str = "uniform"  # diffusion: a process of ar2diff.noise: uniform (SUNDAE) | mask
     unroll: int = 2  # SUNDAE L(1:unroll); 1 = single pass (uniform noise only)
     unroll_input: str = "argmax"  # SUNDAE: later passes are fed the argmax or a sample (original)
+    mask_rate_min: float = 0.001  # mask noise: training rates t ~ U(min, max); BD3-LM clips them
+    mask_rate_max: float = 1.0
     shift: bool = False  # diffusion: position i predicts token i+1, as an AR head
     anneal_steps: int = 0  # diffusion: anneal attention from causal to bidirectional over K steps
     block_size: int = 0  # diffusion: > 0 trains block diffusion (BD3-LM) with blocks of this size
@@ -285,6 +287,9 @@ def validate(config: RunConfig) -> None:
     if o.unroll < 1:
         raise Ar2DiffError("objective.unroll must be at least 1 (1 = L(1:1), 2 = L(1:2))")
     _validate_blocks(config)
+    if not 0 < o.mask_rate_min < o.mask_rate_max <= 1:
+        raise Ar2DiffError(f"objective.mask_rate_min={o.mask_rate_min}, mask_rate_max="
+                           f"{o.mask_rate_max}: need 0 < min < max <= 1 (e.g. 0.3 and 0.8)")
     if config.sample.block_length < 0:
         raise Ar2DiffError("sample.block_length must be 0 (one block) or more")
     sample = config.sample

@@ -21,6 +21,8 @@ def noise_class(name: str) -> type[NoiseProcess]:
 
 
 def noise_for(meta: ModelMeta, vocab_size: int, unroll: int = 1,
-              unroll_input: str = "argmax") -> NoiseProcess:
+              unroll_input: str = "argmax",
+              mask_rates: tuple[float, float] = (1e-3, 1.0)) -> NoiseProcess:
     """The process a diffusion model was trained with (uniform for models that name none)."""
-    return noise_class(meta.noise or "uniform").from_meta(meta, vocab_size, unroll, unroll_input)
+    return noise_class(meta.noise or "uniform").from_meta(meta, vocab_size, unroll, unroll_input,
+                                                                mask_rates)

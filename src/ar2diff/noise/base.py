@@ -73,9 +73,11 @@ class NoiseProcess(ABC):
     @classmethod
     @abstractmethod
     def from_meta(cls, meta: ModelMeta, vocab_size: int, unroll: int = 1,
-                  unroll_input: str = "argmax") -> NoiseProcess:
+                  unroll_input: str = "argmax",
+                  mask_rates: tuple[float, float] = (1e-3, 1.0)) -> NoiseProcess:
         """The process for a model with this metadata (``vocab_size``: its tokenizer's size;
-        ``unroll`` / ``unroll_input``: the training objective's, where the process uses them)."""
+        ``unroll`` / ``unroll_input`` / ``mask_rates``: the training objective's, where the
+        process uses them)."""
 
     # ---- training ------------------------------------------------------------------------
 

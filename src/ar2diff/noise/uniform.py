@@ -40,7 +40,8 @@ class UniformNoise(NoiseProcess):
 
     @classmethod
     def from_meta(cls, meta: ModelMeta, vocab_size: int, unroll: int = 1,
-                  unroll_input: str = "argmax") -> UniformNoise:
+                  unroll_input: str = "argmax",
+                  mask_rates: tuple[float, float] = (1e-3, 1.0)) -> UniformNoise:
         return cls(meta.noise_vocab or vocab_size, unroll, unroll_input)
 
     def loss(self, backbone: Backbone, batch: Batch, generators: list[torch.Generator],

@@ -102,7 +102,8 @@ class Trainer:
         self.out = Path(config.train.out_dir)
         self.meta = meta.for_run(config)
         o = config.objective
-        self.noise = (noise_for(self.meta, len(tokenizer), o.unroll, o.unroll_input)
+        self.noise = (noise_for(self.meta, len(tokenizer), o.unroll, o.unroll_input,
+                                (o.mask_rate_min, o.mask_rate_max))
                       if self.meta.mode == "diffusion" else None)
         self.backbone = Backbone(model.to(resolve_device(config.train.device)),
                                  self.meta.block_size)
