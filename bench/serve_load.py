@@ -18,21 +18,19 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
-import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-import uvicorn
 
 from ar2diff.atomic import write_json_atomic
 from ar2diff.generation import TextGenerator
 from ar2diff.provenance import git_commit, version
 from ar2diff.serving.app import ServeSettings, create_app
+from ar2diff.serving.local import LocalServer
 
 TEMPLATE = "Write one sentence about the {}."
 SUBJECTS = ["sea", "sun", "moon", "river", "city", "forest", "train", "garden"]
@@ -89,6 +87,24 @@ def _bodies(n: int, modes: list[str], args, offset: int = 0) -> list[dict]:
     return out
 
 
+def _run(url: str, batcher, args: argparse.Namespace) -> tuple[dict, tuple[float, ...]]:
+    """The three phases against a running server: their stats, and the load average before."""
+    load_before = os.getloadavg()
+    _post(url, _bodies(1, ["diffusion"], args)[0])  # warm up
+    plan = {
+        "diffusion_c1": (_bodies(args.requests_at_1, ["diffusion"], args), 1),
+        "diffusion_c8": (_bodies(args.diffusion_requests, ["diffusion"], args), 8),
+        "mixed_c8": (_bodies(args.requests, ["ar", "diffusion"], args, 1000), 8),
+    }
+    phases = {}
+    for name, (bodies, concurrency) in plan.items():
+        phases[name] = _phase(url, bodies, concurrency, batcher)
+        print(name, {k: phases[name][k] for k in ("requests", "errors", "requests_per_s",
+                                                  "latency_p50_s", "latency_p95_s", "group_sizes")},
+              flush=True)
+    return phases, load_before
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m")
@@ -108,29 +124,9 @@ def main() -> None:
     gen = TextGenerator.load(args.model, args.dtype, "auto")
     app = create_app(gen, ServeSettings(model_name="m", max_batch=args.max_batch, max_queue=256,
                                         timeout=600, batch_wait=args.batch_wait))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}/v1/completions"
-    load_before = os.getloadavg()
-    batcher = app.state.batcher
-    _post(url, _bodies(1, ["diffusion"], args)[0])  # warm up
-    plan = {
-        "diffusion_c1": (_bodies(args.requests_at_1, ["diffusion"], args), 1),
-        "diffusion_c8": (_bodies(args.diffusion_requests, ["diffusion"], args), 8),
-        "mixed_c8": (_bodies(args.requests, ["ar", "diffusion"], args, 1000), 8),
-    }
-    phases = {}
-    for name, (bodies, concurrency) in plan.items():
-        phases[name] = _phase(url, bodies, concurrency, batcher)
-        print(name, {k: phases[name][k] for k in ("requests", "errors", "requests_per_s",
-                                                  "latency_p50_s", "latency_p95_s", "group_sizes")},
-              flush=True)
-    server.should_exit = True
+    with LocalServer(app) as server:
+        url = f"{server.url}/v1/completions"
+        phases, load_before = _run(url, app.state.batcher, args)
     speedup = phases["diffusion_c8"]["requests_per_s"] / phases["diffusion_c1"]["requests_per_s"]
     result = {
         "model": args.model, "dtype": args.dtype, "device": str(gen.backbone.device),

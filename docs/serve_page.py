@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
-import threading
-import time
 
-import uvicorn
 from playwright.sync_api import sync_playwright
 
 from ar2diff.generation import TextGenerator
 from ar2diff.serving.app import ServeSettings, create_app
+from ar2diff.serving.local import LocalServer
 
 
 def main() -> None:
@@ -30,17 +27,10 @@ def main() -> None:
     args = p.parse_args()
 
     app = create_app(TextGenerator.load(args.model, device="cpu"), ServeSettings(model_name="m"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    with sync_playwright() as pw:
+    with LocalServer(app) as server, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1000, "height": 700})
-        page.goto(f"http://127.0.0.1:{port}/")
+        page.goto(f"{server.url}/")
         page.fill("#prompt", args.prompt)
         page.select_option("#mode", "diffusion")
         for field in ("steps", "candidates", "seed"):
@@ -52,7 +42,6 @@ def main() -> None:
         page.fill("#slider", str(int(args.steps) // 2))  # half way: some positions still masked
         page.screenshot(path=args.out, full_page=True)
         browser.close()
-    server.should_exit = True
     print(f"wrote {args.out}")
 
 

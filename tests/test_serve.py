@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,40 +23,15 @@ from ar2diff.decoding import DecodeOptions  # noqa: E402
 from ar2diff.generation import TextGenerator  # noqa: E402
 from ar2diff.serving.app import ServeSettings, create_app  # noqa: E402
 from ar2diff.serving.batcher import Batcher, Job, QueueFull  # noqa: E402
+from ar2diff.serving.local import LocalServer  # noqa: E402
 
 KEY = "test-key"
 NAME = "tiny"
 MODES = ("ar", "diffusion")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """A uvicorn server running ``app`` in a thread on a free localhost port."""
-
-    def __init__(self, app):
-        self.app = app
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="error"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
+class LiveServer(LocalServer):
+    """A live server with an OpenAI client and raw requests."""
 
     def client(self, key: str = KEY, timeout: float = 60):
         return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=timeout)
