@@ -322,6 +322,7 @@ _RANGES: dict[str, tuple[float, float | None, bool]] = {
     "tokenizer.vocab_size": (1, None, True),
     "tokenizer.sentinels": (0, None, True),
     "objective.anneal_steps": (0, None, True),
+    "objective.block_size": (0, None, True),
     "optim.warmup_steps": (0, None, True),
     "optim.grad_clip": (0, None, False),
     "optim.weight_decay": (0, None, True),
@@ -383,8 +384,6 @@ def _check_device(name: str) -> None:
 def _validate_blocks(config: RunConfig) -> None:
     """Block diffusion: masked noise, a decoder-only model, no annealing."""
     o = config.objective
-    if o.block_size < 0:
-        raise Ar2DiffError(f"objective.block_size={o.block_size}: use 0 (off) or a block size")
     if not o.block_size:
         return
     if o.kind != "diffusion" or o.noise != "mask":

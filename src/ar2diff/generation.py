@@ -15,8 +15,8 @@ from ar2diff.models.meta import ModelMeta
 from ar2diff.noise import noise_for
 from ar2diff.noise.base import NoiseProcess
 from ar2diff.sampling.autoregressive import ARSampling, ar_generate
-from ar2diff.sampling.block_diffusion import block_generate
-from ar2diff.sampling.diffusion import DiffusionSampling, diffusion_generate
+from ar2diff.sampling.block_diffusion import sampler_for
+from ar2diff.sampling.diffusion import DiffusionSampling
 from ar2diff.sampling.steps import StepRecord, ar_canvas, ar_start, diffusion_start
 from ar2diff.tokenization import encode_prompt_text, special_ids
 
@@ -142,9 +142,8 @@ class TextGenerator:
             return ar_generate(self.backbone, inputs, self.ar_config(opts), self.ids["eos"],
                                self.ids["pad"])
         cfg = self.diffusion_config(opts)
-        out = []
+        out, sample = [], sampler_for(self.backbone)
         for k in range(opts.completions):
-            sample = block_generate if self.backbone.block_size else diffusion_generate
             res = sample(self.backbone, inputs, replace(cfg, seed=opts.seed + k), self.noise,
                          self.ids["pad"], self.ids["eos"])
             out.append([r.tokens for r in res])
@@ -202,7 +201,7 @@ class TextGenerator:
         cfg = self.diffusion_config(opts)
         record = StepRecord(diffusion_start(self.noise, cfg.seed, ids, cfg.candidates,
                                             cfg.target_length))
-        sample = block_generate if self.backbone.block_size else diffusion_generate
+        sample = sampler_for(self.backbone)
         res = sample(self.backbone, [ids], cfg, self.noise, self.ids["pad"], self.ids["eos"],
                      on_step=lambda i, s, c: record.add(c))[0]
         return record, res.tokens, res.all_scores.index(res.score)

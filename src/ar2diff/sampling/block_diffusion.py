@@ -14,7 +14,7 @@ input runs alone, so results do not depend on the batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -31,7 +31,14 @@ from ar2diff.sampling.diffusion import (
     _result,
     _rule,
     _step,
+    diffusion_generate,
 )
+
+
+def sampler_for(backbone: Backbone) -> Callable[..., list[DiffusionResult]]:
+    """The diffusion sampler a backbone decodes with: block by block when it has a block size,
+    else :func:`~ar2diff.sampling.diffusion.diffusion_generate` (same arguments)."""
+    return block_generate if backbone.block_size else diffusion_generate
 
 
 @torch.no_grad()
@@ -73,8 +80,7 @@ def _denoise_blocks(backbone: Backbone, prompt: Sequence[int], cfg: DiffusionSam
             x[:, lo:hi], logp[:, lo:hi] = xb, lb
             if on_step is not None:
                 on_step(steps - 1, x)
-            settled = noise.settled(xb, 0, hi - lo)
-            if (rule.dynamic or rule.end_ids) and settled is not None and bool(settled):
+            if (rule.dynamic or rule.end_ids) and bool(noise.settled(xb, 0, hi - lo)):
                 break
         state = backbone.extend_prefix(state, xb)
         passes += 1

@@ -19,13 +19,12 @@ import torch
 
 from ar2diff.models.backbone import Backbone, PrefixState
 from ar2diff.noise.base import NoiseProcess
-from ar2diff.sampling.block_diffusion import block_generate
+from ar2diff.sampling.block_diffusion import sampler_for
 from ar2diff.sampling.diffusion import (
     DiffusionResult,
     DiffusionSampling,
     StepHook,
     denoise_group,
-    diffusion_generate,
     encode,
 )
 
@@ -81,6 +80,5 @@ def _one_by_one(backbone, inputs, seeds, cfg, noise, pad_id, eos_id, on_step):
     out = []
     for i, (x, seed) in enumerate(zip(inputs, seeds, strict=True)):
         hook = None if on_step is None else (lambda _, s, c, i=i: on_step(i, s, c))
-        sample = block_generate if backbone.block_size else diffusion_generate
-        out += sample(backbone, [x], replace(cfg, seed=seed), noise, pad_id, eos_id, hook)
+        out += sampler_for(backbone)(backbone, [x], replace(cfg, seed=seed), noise, pad_id, eos_id, hook)
     return out
