@@ -4,7 +4,9 @@ For a diffusion model fine-tuned on SQuAD (and, optionally, its AR counterpart a
 diffusion model), each decoding method answers the same dev questions; every point records
 SQuAD F1, seconds per answer, and tokens per forward pass over the target (answer tokens /
 target passes; AR is 1 by definition). A continuation set (``studies/diffusion_samples.py``'s
-prompts) is decoded by the same methods and scored by the original AR model's NLL per token.
+prompts, or the openings of held-out book paragraphs with ``--continuation-data``) is decoded by
+the same methods — with the adapted model before fine-tuning when ``--adapted`` is given, and
+by the scorer itself for the AR point — and scored by the original AR model's NLL per token.
 Writes one JSON file (``*quality*.json``) and one PNG curve.
 
     python studies/quality_latency.py --diffusion runs/squad-diff/model --ar runs/squad-ar/model \
@@ -82,9 +84,20 @@ def ar_nll(scorer: TextGenerator, prompt: str, text: str) -> float | None:
     return float(torch.nn.functional.cross_entropy(logits[len(p_ids) - 1:-1], torch.tensor(t_ids)))
 
 
+def continuation_prompts(path: str | None, limit: int, words: int = 24) -> list[str]:
+    """The first ``words`` words of the first ``limit`` paragraphs of a text file (blank-line
+    separated), or the fixed prompts when no file is given."""
+    if path is None:
+        return CONTINUATION_PROMPTS
+    paras = [p.split() for p in Path(path).read_text(encoding="utf-8").split("\n\n") if p.strip()]
+    return [" ".join(p[:words]) for p in paras if len(p) > words][:limit]
+
+
 def point(name: str, gen: TextGenerator, counter: Counter | None, opts: DecodeOptions,
-          args: argparse.Namespace, scorer: TextGenerator | None) -> dict:
-    """One method: F1 on the questions, seconds per answer, tokens per forward, continuation NLL."""
+          args: argparse.Namespace, scorer: TextGenerator | None,
+          writer: TextGenerator | None = None) -> dict:
+    """One method: F1 on the questions, seconds per answer, tokens per forward, and the NLL of
+    continuations written by ``writer`` (default ``gen``) with the same decoding."""
     if counter:
         counter.reset()
     res = evaluate_model(gen, args.task, opts, split="test", limit=args.limit,
@@ -95,14 +108,17 @@ def point(name: str, gen: TextGenerator, counter: Counter | None, opts: DecodeOp
            "tokens_per_forward": 1.0 if counter is None else counter.tokens / max(counter.passes, 1),
            "decoding": {k: v for k, v in dataclasses.asdict(opts).items() if v is not None}}
     if scorer is not None:
+        prompts = args.prompts
         cont = dataclasses.replace(opts, max_new_tokens=args.continuation_tokens, chat=False)
+        if opts.mode == "diffusion" and opts.steps is not None:
+            cont = dataclasses.replace(cont, steps=args.continuation_tokens)
         start = time.perf_counter()
-        texts = [o[0] for o in gen.generate(CONTINUATION_PROMPTS, cont)]
-        nll = [x for x in (ar_nll(scorer, p, t) for p, t in zip(CONTINUATION_PROMPTS, texts,
-                                                                strict=True)) if x is not None]
+        texts = [o[0] for o in (writer or gen).generate(prompts, cont)]
+        nll = [x for x in (ar_nll(scorer, p, t) for p, t in zip(prompts, texts, strict=True))
+               if x is not None]
         row.update(continuation_nll=sum(nll) / len(nll) if nll else None,
-                   continuation_seconds=time.perf_counter() - start,
-                   continuation_samples=dict(zip(CONTINUATION_PROMPTS, texts, strict=True)))
+                   continuation_count=len(nll), continuation_seconds=time.perf_counter() - start,
+                   continuation_samples=dict(zip(prompts, texts, strict=True)))
     print(json.dumps({k: v for k, v in row.items() if k != "continuation_samples"}), flush=True)
     return row
 
@@ -136,30 +152,44 @@ def main() -> None:
     p.add_argument("--task", default="squad")
     p.add_argument("--limit", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--candidates", type=int, default=1, help="diffusion samples per answer (N)")
+    p.add_argument("--adapted", help="the adapted model (before fine-tuning) that writes the "
+                                     "diffusion continuations; default: the fine-tuned one")
+    p.add_argument("--continuation-data", help="held-out text whose paragraph openings are the "
+                                               "continuation prompts (default: 5 fixed prompts)")
+    p.add_argument("--continuation-limit", type=int, default=40)
     p.add_argument("--continuation-tokens", type=int, default=32)
     p.add_argument("--out", default="studies/results/quality_latency.json")
     args = p.parse_args()
+    args.prompts = continuation_prompts(args.continuation_data, args.continuation_limit)
     scorer = TextGenerator.load(args.scorer, args.dtype) if args.scorer else None
     rows = []
     if args.ar:
         rows.append(point("AR greedy", TextGenerator.load(args.ar, args.dtype), None,
-                          DecodeOptions(mode="ar"), args, scorer))
+                          DecodeOptions(mode="ar"), args, scorer, scorer))
     gen = TextGenerator.load(args.diffusion, args.dtype)
+    adapted = TextGenerator.load(args.adapted, args.dtype) if args.adapted and scorer else None
     counter, length = Counter(gen), gen.meta.target_length
     for name, fields in METHODS:
-        opts = DecodeOptions(mode="diffusion", steps=length, **fields)
-        rows.append(point(name, gen, counter, opts, args, scorer))
+        opts = DecodeOptions(mode="diffusion", steps=length, candidates=args.candidates, **fields)
+        rows.append(point(name, gen, counter, opts, args, scorer, adapted))
     if args.block:
         block = TextGenerator.load(args.block, args.dtype)
         for name, fields in (("block diffusion", {}), ("block diffusion, threshold 0.9",
                                                         {"threshold": 0.9})):
-            opts = DecodeOptions(mode="diffusion", steps=block.meta.target_length, **fields)
+            opts = DecodeOptions(mode="diffusion", steps=block.meta.target_length,
+                                 candidates=args.candidates, **fields)
             rows.append(point(name, block, Counter(block), opts, args, scorer))
     out = Path(args.out)
     write_json_atomic(out, {"task": args.task, "limit": args.limit, "dtype": args.dtype,
+                            "candidates": args.candidates,
                             "models": {"diffusion": args.diffusion, "ar": args.ar,
-                                       "block": args.block, "scorer": args.scorer},
+                                       "block": args.block, "scorer": args.scorer,
+                                       "adapted": args.adapted},
+                            "continuation": {"data": args.continuation_data,
+                                             "prompts": len(args.prompts),
+                                             "tokens": args.continuation_tokens},
                             "points": rows})
     plot(rows, out.with_suffix(".png"))
 

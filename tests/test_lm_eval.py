@@ -19,10 +19,11 @@ from lm_eval.tasks import TaskManager  # noqa: E402
 
 from ar2diff.errors import Ar2DiffError  # noqa: E402
 from ar2diff.evaluation import lm_eval_model  # noqa: E402  (registers the model)
-from ar2diff.evaluation.lm_eval_model import Ar2DiffLM, cut_at_stops  # noqa: E402
+from ar2diff.evaluation.lm_eval_model import Ar2DiffLM  # noqa: E402
 from ar2diff.models.checkpoint import save_model  # noqa: E402
 from ar2diff.models.meta import ModelMeta  # noqa: E402
 from ar2diff.noise.mask import add_mask_token  # noqa: E402
+from ar2diff.stops import cut_at_stops  # noqa: E402
 
 TEXT = "the quick brown fox jumps over the lazy dog. a cat sat on the mat and the dog ran away."
 MC = [{"question": q, "choices": [" fox", " dog", " cat on the mat"], "answer": i % 3}

@@ -21,6 +21,7 @@ openai = pytest.importorskip("openai")
 
 from ar2diff.decoding import DecodeOptions  # noqa: E402
 from ar2diff.generation import TextGenerator  # noqa: E402
+from ar2diff.likelihood import ar_log_likelihoods  # noqa: E402
 from ar2diff.serving.app import ServeSettings, create_app  # noqa: E402
 from ar2diff.serving.batcher import Batcher, Job, QueueFull  # noqa: E402
 from ar2diff.serving.local import LocalServer  # noqa: E402
@@ -236,6 +237,78 @@ def test_a_client_that_leaves_mid_stream_stops_its_work(live):
     assert live.request("GET", "/health", key=None)[0] == 200
 
 
+# ---- stop sequences and log-probabilities ---------------------------------------------------------
+
+
+def _stop_inside(text: str) -> str:
+    """A stop sequence that first occurs in the middle of ``text``."""
+    words = text.split(" ")
+    assert len(words) >= 4, f"the completion is too short to test a stop sequence: {text!r}"
+    stop = " " + words[len(words) // 2]
+    assert text.find(stop) > 0
+    return stop
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_stop_sequences_cut_the_text_and_end_ar_decoding_early(live, mode):
+    client = live.client()
+    extra = {"mode": mode, "seed": 2, "steps": 8}
+    if mode == "diffusion":  # no end tokens: a full canvas of words
+        extra.update(eos_stop=False, eos_penalty=1e9)
+    full = client.completions.create(model=NAME, prompt="copy : 1 2 3", max_tokens=12, extra_body=extra)
+    stop = _stop_inside(full.choices[0].text)
+    cut = client.completions.create(model=NAME, prompt="copy : 1 2 3", max_tokens=12,
+                                    stop=[stop, "never-there"], extra_body=extra)
+    expected = full.choices[0].text[:full.choices[0].text.find(stop)]
+    assert cut.choices[0].text == expected and cut.choices[0].finish_reason == "stop"
+    if mode == "ar":  # AR stops decoding at the stop sequence; diffusion decodes the canvas whole
+        assert cut.usage.completion_tokens < full.usage.completion_tokens
+    streamed = list(client.completions.create(model=NAME, prompt="copy : 1 2 3", max_tokens=12,
+                                              stop=stop, stream=True, extra_body=extra))
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == expected
+    assert [c.choices[0].finish_reason for c in streamed if c.choices][-1] == "stop"
+
+
+def test_ar_logprobs_are_the_models_own(live, gen):
+    client = live.client()
+    done = client.completions.create(model=NAME, prompt="copy : 1 2 3", max_tokens=6, logprobs=3,
+                                     extra_body={"mode": "ar"})
+    lp = done.choices[0].logprobs
+    assert "".join(lp.tokens) == done.choices[0].text
+    assert len(lp.tokens) == done.usage.completion_tokens == len(lp.token_logprobs)
+    for chosen, top, offset, piece in zip(lp.token_logprobs, lp.top_logprobs, lp.text_offset,
+                                          lp.tokens, strict=True):
+        assert len(top) == 3 and chosen <= 0
+        assert chosen == pytest.approx(max(top.values()), abs=1e-5)  # greedy takes the top token
+        assert done.choices[0].text[offset:].startswith(piece)
+    ids = gen.encode_prompt("copy : 1 2 3", False)
+    answer = gen.generate_ids([ids], DecodeOptions(mode="ar", max_new_tokens=6, chat=False))[0][0]
+    layout = gen.ar_config(DecodeOptions(mode="ar", chat=False)).layout
+    (expected, greedy), = ar_log_likelihoods(gen.backbone, [(ids, answer)], layout)
+    assert sum(lp.token_logprobs) == pytest.approx(expected, abs=1e-4) and greedy
+
+    chat = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "sort : 2 1"}],
+                                          max_tokens=5, logprobs=True, top_logprobs=2,
+                                          extra_body={"mode": "ar"})
+    content = chat.choices[0].logprobs.content
+    assert "".join(c.token for c in content) == chat.choices[0].message.content
+    assert all(len(c.top_logprobs) == 2 and c.logprob <= 0 for c in content)
+
+
+def test_diffusion_logprobs_are_the_samplers_draws(live):
+    status, reply = live.request("POST", "/v1/completions", {
+        "model": NAME, "prompt": "copy : 1 2", "max_tokens": 8, "mode": "diffusion", "logprobs": 0,
+        "eos_stop": False, "eos_penalty": 1e9})
+    assert status == 200
+    lp = reply["choices"][0]["logprobs"]
+    assert "".join(lp["tokens"]) == reply["choices"][0]["text"]
+    assert len(lp["token_logprobs"]) == reply["usage"]["completion_tokens"] > 0
+    assert all(v <= 0 for v in lp["token_logprobs"]) and lp["top_logprobs"] == [{}] * len(lp["tokens"])
+    status, reply = live.request("POST", "/v1/completions", {
+        "model": NAME, "prompt": "copy : 1 2", "mode": "diffusion", "logprobs": 2})
+    assert status == 400 and reply["error"]["param"] == "logprobs"
+
+
 # ---- bad requests ------------------------------------------------------------------------------
 
 
@@ -291,6 +364,18 @@ BAD = [
     ("unknown route", "GET", "/v1/engines", None, KEY, 404),
     ("wrong method", "GET", "/v1/completions", None, KEY, 405),
     ("steps stream, bad steps", "POST", "/v1/steps", {"prompt": "copy : 1", "steps": 0}, KEY, 400),
+    ("five stop sequences", "POST", "/v1/completions",
+     {"model": NAME, "prompt": "copy : 1", "stop": ["a", "b", "c", "d", "e"]}, KEY, 400),
+    ("empty stop sequence", "POST", "/v1/completions",
+     {"model": NAME, "prompt": "copy : 1", "stop": ""}, KEY, 400),
+    ("stop wrongly typed", "POST", "/v1/completions",
+     {"model": NAME, "prompt": "copy : 1", "stop": 7}, KEY, 400),
+    ("logprobs over 5", "POST", "/v1/completions",
+     {"model": NAME, "prompt": "copy : 1", "logprobs": 6, "mode": "ar"}, KEY, 400),
+    ("logprobs while streaming", "POST", "/v1/completions",
+     {"model": NAME, "prompt": "copy : 1", "logprobs": 1, "mode": "ar", "stream": True}, KEY, 400),
+    ("top_logprobs without logprobs", "POST", "/v1/chat/completions",
+     {"model": NAME, "messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}, KEY, 400),
 ]
 
 

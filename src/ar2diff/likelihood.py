@@ -76,6 +76,27 @@ def ar_log_likelihoods(backbone: Backbone, pairs: Sequence[Pair], layout: str = 
     return out
 
 
+TokenLogprob = tuple[float, list[tuple[int, float]]]
+
+
+def ar_token_logprobs(backbone: Backbone, context: Sequence[int], continuation: Sequence[int],
+                      layout: str = "causal", top: int = 0) -> list[TokenLogprob]:
+    """Per continuation token: its log-probability given everything before it (temperature 1),
+    and the ``top`` most likely tokens at that position with theirs."""
+    if not continuation:
+        return []
+    batch = _collate([(context, continuation)])
+    with torch.no_grad():
+        logits = backbone.target_logits(batch, batch.target_ids, layout, shift=True).float()
+    logp = torch.log_softmax(logits[0, :len(continuation)], -1).cpu()
+    chosen = logp.gather(-1, torch.tensor(continuation)[:, None])[:, 0].tolist()
+    if top <= 0:
+        return [(lp, []) for lp in chosen]
+    values, ids = logp.topk(top, -1)
+    return [(lp, list(zip(i, v, strict=True)))
+            for lp, i, v in zip(chosen, ids.tolist(), values.tolist(), strict=True)]
+
+
 def diffusion_bounds(backbone: Backbone, noise: NoiseProcess, pairs: Sequence[Pair], samples: int,
                      seed: int = 0, shift: bool = False, layout: str = "diffusion",
                      batch_size: int = 8) -> list[Bound]:

@@ -39,6 +39,7 @@ from ar2diff.likelihood import (
     document_pairs,
     truncate_pair,
 )
+from ar2diff.stops import cut_at_stops
 
 LM_EVAL_DEFAULT_DEVICE = "cuda:0"
 DEFAULT_SAMPLES = 32  # Monte-Carlo draws of the diffusion bound per request
@@ -241,12 +242,6 @@ class Ar2DiffLM(TemplateLM):
                                        temperature=float(kwargs.get("temperature", 1.0)),
                                        top_p=float(kwargs.get("top_p") or 1.0))
         return opts
-
-
-def cut_at_stops(text: str, stops: list[str]) -> str:
-    """``text`` up to the first of the stop sequences ``stops``."""
-    cuts = [text.find(s) for s in stops if s]
-    return text[:min([c for c in cuts if c >= 0], default=len(text))]
 
 
 def _device(name: str | None) -> str:

@@ -12,7 +12,7 @@ token, with a growing cache).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -119,9 +119,10 @@ def _sample(logits: torch.Tensor, cfg: ARSampling, gens: list[torch.Generator]) 
                                                                                      strict=True)])
 
 
-TokenHook = Callable[[int, torch.Tensor], None]
+TokenHook = Callable[[int, torch.Tensor], Collection[int] | None]
 """Called after every AR step with (step index, the token each row took ``[rows]``, pad once a
-row has ended); rows are the inputs' completions in order. Raising from it ends decoding."""
+row has ended); rows are the inputs' completions in order. It may return rows to end after this
+token (e.g. at a stop sequence); raising from it ends decoding."""
 
 
 @torch.no_grad()
@@ -148,6 +149,7 @@ def ar_generate(backbone: Backbone, inputs: Sequence[Sequence[int]], cfg: ARSamp
     out = torch.full((len(rows), max(cfg.max_new_tokens, 0)), pad_id, dtype=torch.long,
                      device=device)
     done = torch.zeros(len(rows), dtype=torch.bool, device=device)
+    ends = [cfg.max_new_tokens] * len(rows)  # rows ended by the hook keep their tokens so far
     for t in range(cfg.max_new_tokens):
         # greedy picks on the device; sampling draws on the CPU from the per-row generators
         tok = (logits.argmax(-1) if greedy
@@ -156,11 +158,13 @@ def ar_generate(backbone: Backbone, inputs: Sequence[Sequence[int]], cfg: ARSamp
         out[:, t] = tok
         done |= tok == eos_id
         if on_token is not None:
-            on_token(t, tok.cpu())
+            for r in on_token(t, tok.cpu()) or ():
+                ends[r] = min(ends[r], t + 1)
+                done[r] = True
         if bool(done.all()) or t + 1 == cfg.max_new_tokens:
             break
         logits = dec.step(tok[:, None])
-    seqs = [_until_eos(row.tolist(), eos_id) for row in out.cpu()]
+    seqs = [_until_eos(row[:end].tolist(), eos_id) for row, end in zip(out.cpu(), ends, strict=True)]
     return [seqs[i * n:(i + 1) * n] for i in range(len(inputs))]
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -84,6 +84,7 @@ class DiffusionResult:
     all_scores: list[float]
     steps: int
     passes: int = 0  # forward passes over the target (steps, plus block diffusion's cache passes)
+    token_logprobs: list[float] = field(default_factory=list)  # each kept token's, when it was drawn
 
 
 StepHook = Callable[[int, int, torch.Tensor], None]
@@ -303,8 +304,9 @@ def _result(x: torch.Tensor, logp: torch.Tensor, steps: int, stop: set[int],
         scores = logp.mean(-1)
     best = scores.argmax()
     x, scores, best = x.cpu(), scores.cpu(), int(best.cpu())
+    tokens = cut(x[best].tolist(), stop)
     return DiffusionResult(
-        tokens=cut(x[best].tolist(), stop), score=float(scores[best]),
+        tokens=tokens, score=float(scores[best]),
         all_samples=[cut(r.tolist(), stop) for r in x], all_scores=scores.tolist(), steps=steps,
-        passes=steps,
+        passes=steps, token_logprobs=logp[best, :len(tokens)].tolist(),
     )

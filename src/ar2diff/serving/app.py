@@ -5,6 +5,10 @@ Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/completions``, ``POST
 ``POST /v1/steps`` (the canvas after every decoding step, as server-sent events) and ``GET /``
 (the step viewer page). Decoding choices travel as extra body fields (``mode``, ``steps``,
 ``candidates``, ``block_length``, ``seed``…); unset ones take the model folder's defaults.
+OpenAI's ``stop`` (up to 4 sequences) and log-probabilities (``logprobs`` on completions,
+``logprobs``/``top_logprobs`` on chat) are honoured: AR log-probabilities are the model's, each
+token given all before it; a diffusion token's is the one the sampler drew it with (no
+alternatives: ``top_logprobs`` needs AR).
 Requests are decoded by a :class:`~ar2diff.serving.batcher.Batcher`. Every error is an
 OpenAI-style JSON body ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status.
 """
@@ -33,6 +37,7 @@ from ar2diff.generation import TextGenerator
 from ar2diff.sampling.steps import BLANK, StepRecord, ar_canvas, ar_start, diffusion_start
 from ar2diff.serving.batcher import Abandoned, Batcher, Job, JobResult, QueueFull
 from ar2diff.serving.schemas import MAX_PROMPTS, ChatRequest, CompletionRequest, DecodeFields, StepsRequest
+from ar2diff.stops import find_stop, streamable
 
 
 @dataclass
@@ -175,7 +180,22 @@ class _Server:
         if opts.block_length is not None and opts.block_length > limit:
             raise ApiError(400, f"block_length {opts.block_length} is over {limit}",
                            param="block_length")
+        self.check_logprobs(body, opts)
         return opts
+
+    @staticmethod
+    def check_logprobs(body: DecodeFields, opts: DecodeOptions) -> None:
+        """Refuse log-probability requests this server cannot answer."""
+        if isinstance(body, ChatRequest) and body.top_logprobs is not None and not body.logprobs:
+            raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        top = body.top_logprobs_wanted()
+        param = "top_logprobs" if isinstance(body, ChatRequest) else "logprobs"
+        if top is not None and body.stream:
+            raise ApiError(400, f"{param} with stream: true is not supported; ask without "
+                           "streaming", param=param)
+        if top and opts.mode == "diffusion":
+            raise ApiError(400, f"{param}={top}: alternatives per token exist only in mode ar; "
+                           "diffusion reports each token's own log-probability (use 0)", param=param)
 
     def new_tokens(self, opts: DecodeOptions) -> int:
         if opts.mode == "ar":
@@ -224,7 +244,8 @@ class _Server:
         inputs = self.prompts(body, chat, opts)
         loop = asyncio.get_running_loop()
         queues = [asyncio.Queue() for _ in inputs]
-        jobs = [Job(ids, opts, on_event=_sink(loop, q) if body.stream else None)
+        jobs = [Job(ids, opts, on_event=_sink(loop, q) if body.stream else None, stops=body.stop,
+                    top_logprobs=body.top_logprobs_wanted())
                 for ids, q in zip(inputs, queues, strict=True)]
         try:
             for job in jobs:
@@ -233,7 +254,7 @@ class _Server:
             for job in jobs:
                 job.cancelled.set()
             raise
-        reply = _Reply(self, body.model, chat, opts, inputs)
+        reply = _Reply(self, chat, opts, inputs, body.stop)
         if body.stream:
             for job, q in zip(jobs, queues, strict=True):
                 job.future.add_done_callback(lambda _, q=q: loop.call_soon_threadsafe(q.put_nowait, None))
@@ -342,9 +363,9 @@ def _token_text(tokenizer, mask_id: int) -> Callable[[int], str | None]:
 class _Reply:
     """OpenAI response bodies and stream chunks for one request."""
 
-    def __init__(self, server: _Server, model: str, chat: bool, opts: DecodeOptions,
-                 inputs: list[list[int]]):
-        self.server, self.chat, self.opts, self.inputs = server, chat, opts, inputs
+    def __init__(self, server: _Server, chat: bool, opts: DecodeOptions, inputs: list[list[int]],
+                 stops: list[str]):
+        self.server, self.chat, self.opts, self.inputs, self.stops = server, chat, opts, inputs, stops
         self.model = server.settings.model_name
         self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         self.created = int(time.time())
@@ -353,10 +374,18 @@ class _Reply:
         self.tokens: dict[int, list[int]] = {}  # AR tokens so far per choice
         self.completion_tokens = 0
 
-    def text(self, tokens: list[int]) -> str:
+    def decode(self, tokens: list[int]) -> str:
         return self.server.gen.tokenizer.decode(tokens, skip_special_tokens=True)
 
+    def text(self, tokens: list[int]) -> str:
+        """A completion's text, up to its first stop sequence."""
+        text = self.decode(tokens)
+        at = find_stop(text, self.stops)
+        return text if at is None else text[:at]
+
     def finish_reason(self, tokens: list[int]) -> str:
+        if find_stop(self.decode(tokens), self.stops) is not None:
+            return "stop"
         return "length" if len(tokens) >= self.server.new_tokens(self.opts) else "stop"
 
     def choice(self, index: int, text: str | None, finish: str | None, first: bool = False) -> dict:
@@ -388,7 +417,7 @@ class _Reply:
                 toks.append(eos)
                 continue
             toks.append(tok)
-            out += self.delta(index, self.text(toks), None)
+            out += self.delta(index, streamable(self.decode(toks), self.stops), None)
         return out
 
     def delta(self, index: int, text: str, finish: str | None) -> list[dict]:
@@ -418,15 +447,43 @@ class _Reply:
             for k, tokens in enumerate(res.completions):
                 self.completion_tokens += len(tokens)
                 text, finish = self.text(tokens), self.finish_reason(tokens)
+                logprobs = None if res.logprobs is None else self.logprobs(tokens, res.logprobs[k], text)
                 if self.chat:
-                    choices.append({"index": i * self.n + k, "logprobs": None, "finish_reason": finish,
+                    choices.append({"index": i * self.n + k, "logprobs": logprobs, "finish_reason": finish,
                                     "message": {"role": "assistant", "content": text}})
                 else:
-                    choices.append({"index": i * self.n + k, "text": text, "logprobs": None,
+                    choices.append({"index": i * self.n + k, "text": text, "logprobs": logprobs,
                                     "finish_reason": finish})
         return {"id": self.id, "object": "chat.completion" if self.chat else "text_completion",
                 "created": self.created, "model": self.model, "choices": choices,
                 "usage": self.usage()}
+
+
+    def logprobs(self, tokens: list[int], scores: list, text: str) -> dict:
+        """OpenAI's ``logprobs`` object for the tokens that start within ``text`` (all of them
+        when no stop sequence cut it), each with the text it adds."""
+        pieces, offsets, before = [], [], ""
+        whole = find_stop(self.decode(tokens), self.stops) is None
+        for i in range(len(tokens)):
+            upto = self.decode(tokens[:i + 1])
+            if not whole and len(before) >= len(text):
+                break
+            offsets.append(len(before))
+            pieces.append(upto[len(before):])
+            before = upto
+        kept = scores[:len(pieces)]
+        name = self.decode_one
+        if self.chat:
+            return {"content": [{"token": p, "logprob": lp, "bytes": list(p.encode()),
+                                 "top_logprobs": [{"token": name(t), "logprob": v,
+                                                   "bytes": list(name(t).encode())} for t, v in top]}
+                                for p, (lp, top) in zip(pieces, kept, strict=True)], "refusal": None}
+        return {"tokens": pieces, "token_logprobs": [lp for lp, _ in kept],
+                "top_logprobs": [{name(t): v for t, v in top} for _, top in kept],
+                "text_offset": offsets}
+
+    def decode_one(self, tok: int) -> str:
+        return self.server.gen.tokenizer.decode([tok])
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:

@@ -14,7 +14,10 @@ passes (same :func:`group_key`), up to ``max_batch``, and decodes them in one go
 
 Events (AR tokens, diffusion canvases) go to each job's callback from the worker thread. A job
 whose client went away or whose time ran out is marked cancelled; a group stops as soon as all
-of its jobs are.
+of its jobs are. An AR completion ends at its job's first stop sequence (the rest of the group
+goes on); diffusion completions are cut there afterwards. Log-probabilities, when a job asks for
+them, come from the model in the worker thread: AR tokens scored given all before them, diffusion
+tokens as the sampler drew them.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ import torch
 from ar2diff.decoding import DecodeOptions
 from ar2diff.errors import Ar2DiffError
 from ar2diff.generation import TextGenerator
+from ar2diff.likelihood import TokenLogprob, ar_token_logprobs
 from ar2diff.sampling.autoregressive import ar_generate
 from ar2diff.sampling.diffusion_group import diffusion_generate_group
+from ar2diff.stops import find_stop, tail_window
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -53,6 +58,7 @@ class JobResult:
     completions: list[list[int]]
     rows: list[int]
     steps: int
+    logprobs: list[list[TokenLogprob]] | None = None  # per completion, when the job asked
 
 
 @dataclass
@@ -62,6 +68,8 @@ class Job:
     ids: list[int]
     opts: DecodeOptions
     on_event: EventSink | None = None
+    stops: list[str] = field(default_factory=list)  # stop sequences
+    top_logprobs: int | None = None  # alternatives per token; None: no log-probabilities
     future: Future = field(default_factory=Future)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -178,15 +186,25 @@ class Batcher:
         cfg = gen.ar_config(group[0].opts)
         n = cfg.completions
 
-        def on_token(t: int, tok: torch.Tensor) -> None:
+        stopper = _Stopper(gen, [job.stops for job in group for _ in range(n)])
+
+        def on_token(t: int, tok: torch.Tensor) -> set[int]:
             self._check(group)
             rows = tok.tolist()
             for i, job in enumerate(group):
                 job.emit({"kind": "token", "step": t, "tokens": rows[i * n:(i + 1) * n]})
+            return stopper.ended(rows)
 
         out = ar_generate(gen.backbone, [j.ids for j in group], cfg, gen.ids["eos"], gen.ids["pad"],
                           on_token=on_token)
-        return [JobResult(completions=o, rows=[0] * n, steps=max(map(len, o), default=0)) for o in out]
+        results = []
+        for job, o in zip(group, out, strict=True):
+            logprobs = None if job.top_logprobs is None else [
+                ar_token_logprobs(gen.backbone, job.ids, tokens, cfg.layout, job.top_logprobs)
+                for tokens in o]
+            results.append(JobResult(completions=o, rows=[0] * n, steps=max(map(len, o), default=0),
+                                     logprobs=logprobs))
+        return results
 
     def _diffusion(self, group: list[Job]) -> list[JobResult]:
         gen = self.gen
@@ -206,7 +224,36 @@ class Batcher:
         for job in group:
             mine = res[i:i + job.opts.completions]
             i += job.opts.completions
+            logprobs = None if job.top_logprobs is None else \
+                [[(lp, []) for lp in r.token_logprobs] for r in mine]
             out.append(JobResult(completions=[r.tokens for r in mine],
                                  rows=[r.all_scores.index(r.score) for r in mine],
-                                 steps=max(r.steps for r in mine)))
+                                 steps=max(r.steps for r in mine), logprobs=logprobs))
         return out
+
+
+class _Stopper:
+    """Which AR rows have just produced one of their stop sequences."""
+
+    def __init__(self, gen: TextGenerator, stops: list[list[str]]):
+        self.gen, self.stops = gen, stops
+        self.tokens: list[list[int]] = [[] for _ in stops]
+        self.done = [not s for s in stops]
+        self.window = max(map(tail_window, stops), default=0)
+
+    def ended(self, tokens: list[int]) -> set[int]:
+        """Rows whose text now holds a stop sequence (each reported once)."""
+        ends = (self.gen.ids["eos"], self.gen.ids["pad"])
+        new = set()
+        for r, tok in enumerate(tokens):
+            if self.done[r]:
+                continue
+            if tok in ends:
+                self.done[r] = True
+                continue
+            self.tokens[r].append(tok)
+            tail = self.gen.tokenizer.decode(self.tokens[r][-self.window:], skip_special_tokens=True)
+            if find_stop(tail, self.stops[r]) is not None:
+                self.done[r] = True
+                new.add(r)
+        return new

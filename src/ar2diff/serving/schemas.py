@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ar2diff.decoding import DecodeOptions
 
@@ -16,6 +16,8 @@ MAX_STEPS = 1000
 MAX_CANDIDATES = 64
 MAX_COMPLETIONS = 8
 MAX_PROMPTS = 16
+MAX_STOPS = 4  # stop sequences per request, as OpenAI allows
+MAX_TOP_LOGPROBS = 20
 
 
 class DecodeFields(BaseModel):
@@ -41,6 +43,21 @@ class DecodeFields(BaseModel):
     confidence: Literal["probability", "margin", "entropy"] | None = None
     eos_stop: bool | None = None
     eos_penalty: float | None = Field(None, gt=0)
+    stop: str | list[str] | None = Field(None, validate_default=True)
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: str | list[str] | None) -> list[str]:
+        stops = [value] if isinstance(value, str) else list(value or [])
+        if len(stops) > MAX_STOPS:
+            raise ValueError(f"send at most {MAX_STOPS} stop sequences, not {len(stops)}")
+        if any(not s for s in stops):
+            raise ValueError("a stop sequence must not be empty")
+        return stops
+
+    def top_logprobs_wanted(self) -> int | None:
+        """How many alternatives to report per token (None: no log-probabilities)."""
+        return None
 
     def decode_options(self, default_mode: str) -> DecodeOptions:
         """The decoding options asked for (AR samples when a temperature above 0 is given)."""
@@ -58,6 +75,10 @@ class DecodeFields(BaseModel):
 
 class CompletionRequest(DecodeFields):
     prompt: str | list[str]
+    logprobs: int | None = Field(None, ge=0, le=5)
+
+    def top_logprobs_wanted(self) -> int | None:
+        return self.logprobs
 
 
 class Message(BaseModel):
@@ -69,6 +90,11 @@ class Message(BaseModel):
 
 class ChatRequest(DecodeFields):
     messages: list[Message] = Field(min_length=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+
+    def top_logprobs_wanted(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class StepsRequest(DecodeFields):
