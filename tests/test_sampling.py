@@ -369,3 +369,36 @@ def test_token_hook_sees_every_token_and_can_stop(strategy):
 
     with pytest.raises(KeyboardInterrupt):
         ar_generate(bb, PROMPTS, cfg, EOS, PAD, on_token=stop)
+
+
+def test_token_hook_can_end_single_rows_and_the_rest_go_on():
+    bb = Backbone(tiny_model("llama"))
+    cfg = ARSampling(max_new_tokens=8, completions=1)
+    full = ar_generate(bb, PROMPTS, cfg, EOS, PAD)
+    out = ar_generate(bb, PROMPTS, cfg, EOS, PAD, on_token=lambda t, tok: {1} if t == 2 else None)
+    assert out[1] == [full[1][0][:3]] and out[0] == full[0] and out[2] == full[2]
+
+
+def test_generate_with_stop_sequences_ends_ar_rows_early_with_the_same_text(tmp_path):
+    from conftest import save_tiny_model_folder
+
+    from ar2diff.decoding import DecodeOptions
+    from ar2diff.generation import TextGenerator
+    from ar2diff.stops import cut_at_stops
+
+    gen = TextGenerator.load(str(save_tiny_model_folder(tmp_path / "m")), device="cpu")
+    inputs = [gen.encode_prompt(p, False) for p in ("copy : 1 2 3", "sort : 3 1")]
+    opts = DecodeOptions(mode="ar", max_new_tokens=12, chat=False, completions=2,
+                         strategy="sample", temperature=1.0, seed=4)
+    full = gen.generate_ids(inputs, opts)
+    texts = [gen.tokenizer.decode(c, skip_special_tokens=True) for row in full for c in row]
+    words = texts[0].split(" ")
+    assert len(words) >= 4, texts[0]
+    stop = " " + words[2]
+    early = gen.generate_ids(inputs, opts, [stop])
+    flat = [c for row in early for c in row]
+    for text, tokens, whole in zip(texts, flat, [c for row in full for c in row], strict=True):
+        assert cut_at_stops(gen.tokenizer.decode(tokens, skip_special_tokens=True), [stop]) == \
+            cut_at_stops(text, [stop])
+        assert tokens == whole[:len(tokens)]
+    assert len(flat[0]) < len(full[0][0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
@@ -18,6 +19,7 @@ from ar2diff.sampling.autoregressive import ARSampling, ar_generate
 from ar2diff.sampling.block_diffusion import sampler_for
 from ar2diff.sampling.diffusion import DiffusionSampling
 from ar2diff.sampling.steps import StepRecord, ar_canvas, ar_start, diffusion_start
+from ar2diff.stops import StopWatch
 from ar2diff.tokenization import encode_prompt_text, special_ids
 
 
@@ -131,16 +133,22 @@ class TextGenerator:
             self._noise = noise_for(self.meta, len(self.tokenizer))
         return self._noise
 
-    def generate_ids(self, inputs: list[list[int]], opts: DecodeOptions) -> list[list[list[int]]]:
+    def generate_ids(self, inputs: list[list[int]], opts: DecodeOptions,
+                     stops: Sequence[str] = ()) -> list[list[list[int]]]:
         """Token ids in → ``[prompt][completion]`` token ids out (``opts.completions`` each).
 
         Diffusion returns independent runs (seeds ``seed``, ``seed + 1``, …), each the best of
-        ``opts.candidates`` candidates.
+        ``opts.candidates`` candidates. With ``stops``, AR decoding of a completion ends at the
+        token that completes one of them (its text still holds it: cut with
+        :func:`~ar2diff.stops.cut_at_stops`); diffusion decodes its canvas whole.
         """
         self.check_fits(inputs, opts)
         if self.mode(opts) == "ar":
-            return ar_generate(self.backbone, inputs, self.ar_config(opts), self.ids["eos"],
-                               self.ids["pad"])
+            cfg = self.ar_config(opts)
+            watch = StopWatch(self.tokenizer, [list(stops)] * (len(inputs) * cfg.completions),
+                              (self.ids["eos"],)) if stops else None
+            return ar_generate(self.backbone, inputs, cfg, self.ids["eos"], self.ids["pad"],
+                               on_token=None if watch is None else lambda _, tok: watch.ended(tok.tolist()))
         cfg = self.diffusion_config(opts)
         out, sample = [], sampler_for(self.backbone)
         for k in range(opts.completions):

@@ -6,6 +6,7 @@ Used by the server (OpenAI's ``stop``) and the lm-evaluation-harness model (``un
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 def find_stop(text: str, stops: Sequence[str]) -> int | None:
@@ -39,3 +40,31 @@ def tail_window(stops: Sequence[str]) -> int:
     """How many last tokens to decode to see a stop sequence complete (each token is at least
     one character, plus a margin for tokens that end inside a character)."""
     return max((len(s) for s in stops), default=0) + 8
+
+
+class StopWatch:
+    """Watches AR rows token by token and says which have just produced one of their stop
+    sequences (an ``on_token`` hook for :func:`ar2diff.sampling.autoregressive.ar_generate`);
+    a row ends for good at one of ``end_ids``."""
+
+    def __init__(self, tokenizer: Any, stops: Sequence[Sequence[str]], end_ids: Sequence[int]):
+        self.tokenizer, self.stops, self.end_ids = tokenizer, stops, set(end_ids)
+        self.tokens: list[list[int]] = [[] for _ in stops]
+        self.done = [not s for s in stops]
+        self.window = max(map(tail_window, stops), default=0)
+
+    def ended(self, tokens: Sequence[int]) -> set[int]:
+        """Rows (one token each in ``tokens``) whose text now holds a stop sequence, each once."""
+        new = set()
+        for r, tok in enumerate(tokens):
+            if self.done[r]:
+                continue
+            if tok in self.end_ids:
+                self.done[r] = True
+                continue
+            self.tokens[r].append(tok)
+            tail = self.tokenizer.decode(self.tokens[r][-self.window:], skip_special_tokens=True)
+            if find_stop(tail, self.stops[r]) is not None:
+                self.done[r] = True
+                new.add(r)
+        return new

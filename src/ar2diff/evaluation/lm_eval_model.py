@@ -223,7 +223,7 @@ class Ar2DiffLM(TemplateLM):
                            disable=disable_tqdm):
                 chunk = idxs[lo:lo + self.batch]
                 inputs = [self.tok_encode(requests[i].args[0])[-room:] for i in chunk]
-                for i, row in zip(chunk, self.gen.generate_ids(inputs, opts), strict=True):
+                for i, row in zip(chunk, self.gen.generate_ids(inputs, opts, until), strict=True):
                     text = cut_at_stops(self.tokenizer.decode(row[0], skip_special_tokens=True),
                                         until)
                     self.cache_hook.add_partial("generate_until", requests[i].args, text)

@@ -38,7 +38,7 @@ from ar2diff.generation import TextGenerator
 from ar2diff.likelihood import TokenLogprob, ar_token_logprobs
 from ar2diff.sampling.autoregressive import ar_generate
 from ar2diff.sampling.diffusion_group import diffusion_generate_group
-from ar2diff.stops import find_stop, tail_window
+from ar2diff.stops import StopWatch
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -186,7 +186,8 @@ class Batcher:
         cfg = gen.ar_config(group[0].opts)
         n = cfg.completions
 
-        stopper = _Stopper(gen, [job.stops for job in group for _ in range(n)])
+        stopper = StopWatch(gen.tokenizer, [job.stops for job in group for _ in range(n)],
+                            (gen.ids["eos"],))
 
         def on_token(t: int, tok: torch.Tensor) -> set[int]:
             self._check(group)
@@ -231,29 +232,3 @@ class Batcher:
                                  steps=max(r.steps for r in mine), logprobs=logprobs))
         return out
 
-
-class _Stopper:
-    """Which AR rows have just produced one of their stop sequences."""
-
-    def __init__(self, gen: TextGenerator, stops: list[list[str]]):
-        self.gen, self.stops = gen, stops
-        self.tokens: list[list[int]] = [[] for _ in stops]
-        self.done = [not s for s in stops]
-        self.window = max(map(tail_window, stops), default=0)
-
-    def ended(self, tokens: list[int]) -> set[int]:
-        """Rows whose text now holds a stop sequence (each reported once)."""
-        ends = (self.gen.ids["eos"], self.gen.ids["pad"])
-        new = set()
-        for r, tok in enumerate(tokens):
-            if self.done[r]:
-                continue
-            if tok in ends:
-                self.done[r] = True
-                continue
-            self.tokens[r].append(tok)
-            tail = self.gen.tokenizer.decode(self.tokens[r][-self.window:], skip_special_tokens=True)
-            if find_stop(tail, self.stops[r]) is not None:
-                self.done[r] = True
-                new.add(r)
-        return new
