@@ -92,6 +92,36 @@ def test_the_run_prints_its_setup_and_logs_metrics_and_a_loss_curve(tmp_path, ca
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
 
 
+def test_tensorboard_scalars_match_the_metrics_log(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    run_training(_cfg(out, "train.steps=3", "train.tensorboard=true", "train.eval_every=3",
+                      "train.eval_examples=4"))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    loss = [(e.step, e.value) for e in events.Scalars("loss")]
+    assert loss == [(r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in rows]
+    assert [e.step for e in events.Scalars("eval_loss")] == [3]
+
+
+def test_tensorboard_without_the_package_is_one_clear_line(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    with pytest.raises(Ar2DiffError, match=r"pip install 'ar2diff\[tensorboard\]'"):
+        run_training(_cfg(tmp_path / "run", "train.steps=1", "train.tensorboard=true"))
+
+
 def test_data_source_follows_from_what_is_given(tmp_path):
     assert load_config(None, []).data.source == "toy"
     assert load_config(None, ["data.corpus=[a.txt]"]).data.source == "corpus"

@@ -112,6 +112,7 @@ class TrainConfig:
     seed: int = 0
     out_dir: str = "runs/run"
     progress: bool = True
+    tensorboard: bool = False  # also log the metrics as TensorBoard scalars (extra: tensorboard)
     device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
     parallel: str = "ddp"  # with several processes: ddp (replicas) | fsdp (sharded, decoder-only)
 

@@ -1,20 +1,26 @@
-"""A run's logs: one JSON line of metrics per step (``metrics.jsonl``) and a loss curve
-(``loss.png``), both in the run folder and written by rank 0 only."""
+"""A run's logs: one JSON line of metrics per step (``metrics.jsonl``), a loss curve
+(``loss.png``) and, with ``train.tensorboard=true``, TensorBoard scalars (``tensorboard/``), all
+in the run folder and written by rank 0 only."""
 
 from __future__ import annotations
 
 import json
+from numbers import Real
 from pathlib import Path
+
+from ar2diff.errors import Ar2DiffError
 
 METRICS = "metrics.jsonl"
 PLOT = "loss.png"
+TENSORBOARD = "tensorboard"
 
 
 class MetricsLog:
     """Appends step records to ``out/metrics.jsonl``; :meth:`plot` draws the loss curves."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, tensorboard: bool = False):
         self.path = Path(out) / METRICS
+        self.writer = _summary_writer(Path(out) / TENSORBOARD) if tensorboard else None
 
     def restart(self, history: list[dict]) -> None:
         """Rewrite the log as ``history`` (the steps a resumed run keeps; empty for a new run)."""
@@ -24,6 +30,15 @@ class MetricsLog:
     def append(self, record: dict) -> None:
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, Real):
+                    self.writer.add_scalar(key, value, record["step"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
     def plot(self, history: list[dict]) -> Path | None:
         """Training (and held-out) loss against step as ``loss.png``; None without steps."""
@@ -49,3 +64,13 @@ class MetricsLog:
         fig.savefig(path)
         plt.close(fig)
         return path
+
+
+def _summary_writer(folder: Path):
+    """A TensorBoard writer for ``folder``; one line naming the extra when it is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise Ar2DiffError("train.tensorboard=true needs the tensorboard package: pip install "
+                           "'ar2diff[tensorboard]' (or set train.tensorboard=false)") from exc
+    return SummaryWriter(log_dir=str(folder))

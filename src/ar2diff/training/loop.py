@@ -127,7 +127,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
         self.step = 0
         self.history: list[dict] = []
-        self.log = MetricsLog(self.out) if self.rank == 0 else None
+        self.log = MetricsLog(self.out, config.train.tensorboard) if self.rank == 0 else None
 
     # ---- one step --------------------------------------------------------------------------
 
@@ -249,6 +249,7 @@ class Trainer:
                        state_dict=weights)
         if self.log is not None:
             self.log.plot(self.history)
+            self.log.close()
         distributed.barrier()
         return TrainResult(model_dir, self.history, eval_loss, best_step(self.history))
 
