@@ -291,6 +291,10 @@ def test_ar_logprobs_are_the_models_own(live, gen):
                                           max_tokens=5, logprobs=True, top_logprobs=2,
                                           extra_body={"mode": "ar"})
     content = chat.choices[0].logprobs.content
+    status, plain = live.request("POST", "/v1/chat/completions", {
+        "model": NAME, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
+        "logprobs": None, "mode": "ar"})
+    assert status == 200 and plain["choices"][0]["logprobs"] is None
     assert "".join(c.token for c in content) == chat.choices[0].message.content
     assert all(len(c.top_logprobs) == 2 and c.logprob <= 0 for c in content)
 
@@ -303,7 +307,8 @@ def test_diffusion_logprobs_are_the_samplers_draws(live):
     lp = reply["choices"][0]["logprobs"]
     assert "".join(lp["tokens"]) == reply["choices"][0]["text"]
     assert len(lp["token_logprobs"]) == reply["usage"]["completion_tokens"] > 0
-    assert all(v <= 0 for v in lp["token_logprobs"]) and lp["top_logprobs"] == [{}] * len(lp["tokens"])
+    assert all(v <= 0 for v in lp["token_logprobs"])
+    assert [list(top.values()) for top in lp["top_logprobs"]] == [[v] for v in lp["token_logprobs"]]
     status, reply = live.request("POST", "/v1/completions", {
         "model": NAME, "prompt": "copy : 1 2", "mode": "diffusion", "logprobs": 2})
     assert status == 400 and reply["error"]["param"] == "logprobs"
@@ -374,6 +379,8 @@ BAD = [
      {"model": NAME, "prompt": "copy : 1", "logprobs": 6, "mode": "ar"}, KEY, 400),
     ("logprobs while streaming", "POST", "/v1/completions",
      {"model": NAME, "prompt": "copy : 1", "logprobs": 1, "mode": "ar", "stream": True}, KEY, 400),
+    ("steps stream with a stop sequence", "POST", "/v1/steps", {"prompt": "copy : 1", "stop": "x"},
+     KEY, 400),
     ("top_logprobs without logprobs", "POST", "/v1/chat/completions",
      {"model": NAME, "messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}, KEY, 400),
 ]

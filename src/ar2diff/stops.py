@@ -5,7 +5,7 @@ Used by the server (OpenAI's ``stop``) and the lm-evaluation-harness model (``un
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -37,9 +37,9 @@ def streamable(text: str, stops: Sequence[str]) -> str:
 
 
 def tail_window(stops: Sequence[str]) -> int:
-    """How many last tokens to decode to see a stop sequence complete (each token is at least
-    one character, plus a margin for tokens that end inside a character)."""
-    return max((len(s) for s in stops), default=0) + 8
+    """How many last tokens to decode to see a stop sequence complete: its length in UTF-8
+    bytes (a byte-level token holds at least one byte), plus a margin."""
+    return max((len(s.encode("utf-8")) for s in stops), default=0) + 8
 
 
 class StopWatch:
@@ -51,7 +51,7 @@ class StopWatch:
         self.tokenizer, self.stops, self.end_ids = tokenizer, stops, set(end_ids)
         self.tokens: list[list[int]] = [[] for _ in stops]
         self.done = [not s for s in stops]
-        self.window = max(map(tail_window, stops), default=0)
+        self.windows = [tail_window(s) for s in stops]  # per row: the group does not matter
 
     def ended(self, tokens: Sequence[int]) -> set[int]:
         """Rows (one token each in ``tokens``) whose text now holds a stop sequence, each once."""
@@ -63,8 +63,32 @@ class StopWatch:
                 self.done[r] = True
                 continue
             self.tokens[r].append(tok)
-            tail = self.tokenizer.decode(self.tokens[r][-self.window:], skip_special_tokens=True)
+            tail = self.tokenizer.decode(self.tokens[r][-self.windows[r]:], skip_special_tokens=True)
             if find_stop(tail, self.stops[r]) is not None:
                 self.done[r] = True
                 new.add(r)
         return new
+
+
+def token_pieces(decode: Callable[[list[int]], str], tokens: Sequence[int]) -> list[str]:
+    """The text each token adds to ``decode(tokens)``. A token that ends inside a character adds
+    nothing; the token that completes it adds it all. Decodes short windows (linear time), and
+    whole prefixes where windows do not add up to the text (tokenizers that join words with
+    spaces and skip special tokens)."""
+    pieces = _pieces(decode, tokens, windowed=True)
+    if "".join(pieces) != decode(list(tokens)):
+        pieces = _pieces(decode, tokens, windowed=False)
+    return pieces
+
+
+def _pieces(decode: Callable[[list[int]], str], tokens: Sequence[int], windowed: bool) -> list[str]:
+    pieces, prefix, read = [], 0, 0
+    for i in range(len(tokens)):
+        before = decode(list(tokens[prefix:read]))
+        now = decode(list(tokens[prefix:i + 1]))
+        if now.endswith("\ufffd"):
+            pieces.append("")
+            continue
+        pieces.append(now[len(before):])
+        prefix, read = (read if windowed else 0), i + 1
+    return pieces

@@ -37,7 +37,7 @@ from ar2diff.generation import TextGenerator
 from ar2diff.sampling.steps import BLANK, StepRecord, ar_canvas, ar_start, diffusion_start
 from ar2diff.serving.batcher import Abandoned, Batcher, Job, JobResult, QueueFull
 from ar2diff.serving.schemas import MAX_PROMPTS, ChatRequest, CompletionRequest, DecodeFields, StepsRequest
-from ar2diff.stops import find_stop, streamable
+from ar2diff.stops import find_stop, streamable, token_pieces
 
 
 @dataclass
@@ -301,6 +301,9 @@ class _Server:
     # ---- steps -----------------------------------------------------------------------------
 
     def stream_steps(self, body: StepsRequest, request: Request) -> EventSourceResponse:
+        if body.stop:
+            raise ApiError(400, "stop: the step stream shows every step of the whole output; "
+                           "send stop sequences to /v1/completions", param="stop")
         opts = self.options(body)
         if body.chat:
             ids = self.encode(None, [{"role": "user", "content": body.prompt}], opts)
@@ -423,8 +426,8 @@ class _Reply:
     def delta(self, index: int, text: str, finish: str | None) -> list[dict]:
         sent = self.sent.get(index)
         new = text[len(sent or ""):] if text.startswith(sent or "") else ""
-        if (not new or new.endswith("\ufffd")) and finish is None and sent is not None:
-            return []
+        if (not new or new.endswith("\ufffd")) and finish is None and (sent is not None or new):
+            return []  # nothing new, or a character still incomplete
         self.sent[index] = (sent or "") + new
         return [self.chunk([self.choice(index, new, finish, first=sent is None)])]
 
@@ -458,19 +461,17 @@ class _Reply:
                 "created": self.created, "model": self.model, "choices": choices,
                 "usage": self.usage()}
 
-
     def logprobs(self, tokens: list[int], scores: list, text: str) -> dict:
         """OpenAI's ``logprobs`` object for the tokens that start within ``text`` (all of them
-        when no stop sequence cut it), each with the text it adds."""
-        pieces, offsets, before = [], [], ""
-        whole = find_stop(self.decode(tokens), self.stops) is None
-        for i in range(len(tokens)):
-            upto = self.decode(tokens[:i + 1])
-            if not whole and len(before) >= len(text):
+        when no stop sequence cut it), each with the text it adds (cut where ``text`` ends)."""
+        pieces, offsets, at = [], [], 0
+        cut = find_stop(self.decode(tokens), self.stops) is not None
+        for piece in token_pieces(self.decode, tokens):
+            if cut and at >= len(text):
                 break
-            offsets.append(len(before))
-            pieces.append(upto[len(before):])
-            before = upto
+            offsets.append(at)
+            pieces.append(piece[:len(text) - at] if cut else piece)
+            at += len(piece)
         kept = scores[:len(pieces)]
         name = self.decode_one
         if self.chat:
@@ -478,8 +479,10 @@ class _Reply:
                                  "top_logprobs": [{"token": name(t), "logprob": v,
                                                    "bytes": list(name(t).encode())} for t, v in top]}
                                 for p, (lp, top) in zip(pieces, kept, strict=True)], "refusal": None}
+        # as OpenAI does, each position's alternatives include the chosen token
         return {"tokens": pieces, "token_logprobs": [lp for lp, _ in kept],
-                "top_logprobs": [{name(t): v for t, v in top} for _, top in kept],
+                "top_logprobs": [{**{name(t): v for t, v in top}, name(tok): lp}
+                                 for tok, (lp, top) in zip(tokens[:len(kept)], kept, strict=True)],
                 "text_offset": offsets}
 
     def decode_one(self, tok: int) -> str:

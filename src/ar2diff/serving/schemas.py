@@ -90,7 +90,7 @@ class Message(BaseModel):
 
 class ChatRequest(DecodeFields):
     messages: list[Message] = Field(min_length=1)
-    logprobs: bool = False
+    logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
 
     def top_logprobs_wanted(self) -> int | None:

@@ -20,12 +20,19 @@ class MetricsLog:
 
     def __init__(self, out: Path, tensorboard: bool = False):
         self.path = Path(out) / METRICS
-        self.writer = _summary_writer(Path(out) / TENSORBOARD) if tensorboard else None
+        self.tensorboard = tensorboard
+        if tensorboard:
+            _summary_writer_class()  # a missing package is refused before the run starts
+        self.writer = None
 
     def restart(self, history: list[dict]) -> None:
         """Rewrite the log as ``history`` (the steps a resumed run keeps; empty for a new run)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
+        if self.tensorboard:  # events past the kept steps are purged
+            step = history[-1]["step"] + 1 if history else 0
+            self.writer = _summary_writer_class()(log_dir=str(self.path.parent / TENSORBOARD),
+                                                  purge_step=step)
 
     def append(self, record: dict) -> None:
         with self.path.open("a", encoding="utf-8") as fh:
@@ -66,11 +73,11 @@ class MetricsLog:
         return path
 
 
-def _summary_writer(folder: Path):
-    """A TensorBoard writer for ``folder``; one line naming the extra when it is not installed."""
+def _summary_writer_class():
+    """TensorBoard's writer class; one line naming the extra when it is not installed."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:
         raise Ar2DiffError("train.tensorboard=true needs the tensorboard package: pip install "
                            "'ar2diff[tensorboard]' (or set train.tensorboard=false)") from exc
-    return SummaryWriter(log_dir=str(folder))
+    return SummaryWriter
