@@ -154,6 +154,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--dtype", default="float32")
     p.add_argument("--candidates", type=int, default=1, help="diffusion samples per answer (N)")
+    p.add_argument("--methods", nargs="+", help="only these masked-diffusion methods (names as in "
+                                                "METHODS); default: all")
     p.add_argument("--adapted", help="the adapted model (before fine-tuning) that writes the "
                                      "diffusion continuations; default: the fine-tuned one")
     p.add_argument("--continuation-data", help="held-out text whose paragraph openings are the "
@@ -172,6 +174,8 @@ def main() -> None:
     adapted = TextGenerator.load(args.adapted, args.dtype) if args.adapted and scorer else None
     counter, length = Counter(gen), gen.meta.target_length
     for name, fields in METHODS:
+        if args.methods and name not in args.methods:
+            continue
         opts = DecodeOptions(mode="diffusion", steps=length, candidates=args.candidates, **fields)
         rows.append(point(name, gen, counter, opts, args, scorer, adapted))
     if args.block:
