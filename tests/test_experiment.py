@@ -112,3 +112,47 @@ def test_the_same_evaluation_in_two_tables_runs_once(tmp_path, monkeypatch):
     assert len(calls) == 1
     values = [c["value"] for t in summary["tables"].values() for c in t]
     assert len(values) == 2 and values[0] == values[1]
+
+
+def test_a_cell_that_would_switch_the_noise_silently_is_refused(tmp_path, monkeypatch):
+    from conftest import save_tiny_model_folder
+
+    import ar2diff.experiments.runner as runner
+    from ar2diff.errors import Ar2DiffError
+
+    folder = save_tiny_model_folder(tmp_path / "masked")  # trained with mask noise
+    spec = {"name": "unit",
+            "models": {"ft": {"from": str(folder),
+                              "overrides": [*FT, "objective.kind=diffusion", "train.steps=1"]}},
+            "evaluations": {"e": {"model": "ft", "task": "squad", "limit": 1, "metric": "f1"}}}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(Ar2DiffError, match="mask noise.*objective.noise=uniform from its preset"):
+        run_experiment(path, tmp_path / "out")
+
+    def trained(config, resume):
+        raise RuntimeError(f"trained with {config.objective.noise}")
+
+    monkeypatch.setattr(runner, "run_training", trained)
+    spec["models"]["ft"]["overrides"].append("objective.noise=uniform")  # said explicitly: allowed
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(RuntimeError, match="trained with uniform"):
+        run_experiment(path, tmp_path / "out2")
+
+
+def test_the_smollm2_grid_is_valid():
+    from ar2diff.config import load_config
+    from ar2diff.experiments.runner import load_experiment
+    from ar2diff.recipes import preset
+
+    spec = load_experiment(Path(__file__).parents[1] / "configs" / "experiments" / "smollm2.yaml")
+    for model in spec["models"].values():
+        extra = ["model.pretrained=placeholder"] if "from" in model else []
+        config = load_config(preset(model["preset"]), [*model["overrides"], *extra])
+        if config.objective.kind == "diffusion" and model["from"] != "smollm2-135m":
+            assert any(o.startswith("objective.noise=") for o in model["overrides"])
+    cells = {(e["row"], e["col"]) for e in spec["evaluations"].values()}
+    for findings in spec["findings"].values():
+        for f in findings:
+            for ref in (f["better"], f["worse"]):
+                assert tuple(s.strip() for s in ref.split("/")) in cells, ref

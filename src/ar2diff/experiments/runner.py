@@ -27,7 +27,7 @@ from ar2diff.devices import resolve_device, resolve_dtype
 from ar2diff.errors import Ar2DiffError
 from ar2diff.evaluation.run import evaluate_model
 from ar2diff.experiments.report import write_report
-from ar2diff.models.checkpoint import is_ar2diff_folder
+from ar2diff.models.checkpoint import is_ar2diff_folder, load_meta
 from ar2diff.recipes import preset
 from ar2diff.speed.bench import run_case
 from ar2diff.training.assemble import run_training
@@ -96,10 +96,12 @@ class Experiment:
         entry = self.spec["models"][name]
         common = self.common if entry.get("common", True) else []
         overrides = [*common, *entry.get("overrides", [])]
-        if "from" in entry:
-            overrides.append(f"model.pretrained={self.model_dir(entry['from'])}")
+        start_from = self.model_dir(entry["from"]) if "from" in entry else None
+        if start_from is not None:
+            overrides.append(f"model.pretrained={start_from}")
         config_path = preset(entry["preset"]) if entry.get("preset") else None
         config = load_config(config_path, [*overrides, f"train.out_dir={folder.parent}"])
+        _check_noise(name, entry, config, start_from)
         start = time.perf_counter()
         print(f"[experiment] training {name} ({config.train.steps} steps)", flush=True)
         run_training(config, resume=True)
@@ -169,6 +171,21 @@ class Experiment:
                    for name, entry in self.spec["evaluations"].items()}
         timing = self.timing()
         return write_report(self.spec, self.spec_path, self.out, results, timing)
+
+
+def _check_noise(name: str, entry: dict[str, Any], config: Any, start_from: Path | None) -> None:
+    """Refuse a diffusion cell that would silently train a diffusion model with another noise
+    than it was trained with (a preset's default); naming ``objective.noise`` says it is meant."""
+    if start_from is None or config.objective.kind != "diffusion" or not is_ar2diff_folder(start_from):
+        return
+    meta = load_meta(start_from)
+    if meta.mode != "diffusion" or (meta.noise or "uniform") == config.objective.noise:
+        return
+    if any(o.startswith("objective.noise=") for o in entry.get("overrides", [])):
+        return
+    raise Ar2DiffError(f"experiment: model {name} would train {entry['from']} ({meta.noise} noise) "
+                       f"with objective.noise={config.objective.noise} from its preset; add "
+                       f"objective.noise=… (and objective.unroll) to its overrides to say which")
 
 
 def _digest(obj: Any) -> str:
