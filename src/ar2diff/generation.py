@@ -202,9 +202,12 @@ class TextGenerator:
         if self.mode(opts) == "ar":
             cfg = replace(self.ar_config(opts), completions=1)
             record = StepRecord(ar_start(1, cfg.max_new_tokens))
+
+            def on_token(t: int, tok: torch.Tensor) -> None:  # records; ends no row
+                record.add(ar_canvas(record.canvases[-1], t, tok.tolist()))
+
             out = ar_generate(self.backbone, [ids], cfg, self.ids["eos"], self.ids["pad"],
-                              on_token=lambda t, tok: record.add(ar_canvas(record.canvases[-1], t,
-                                                                          tok.tolist())))
+                              on_token=on_token)
             return record, out[0][0], 0
         cfg = self.diffusion_config(opts)
         record = StepRecord(diffusion_start(self.noise, cfg.seed, ids, cfg.candidates,
