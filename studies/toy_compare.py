@@ -17,11 +17,8 @@ from pathlib import Path
 from transformers.utils import logging as hf_logging
 
 from ar2diff.atomic import write_json_atomic
-from ar2diff.config import load_config
 from ar2diff.decoding import DecodeOptions
-from ar2diff.demo import TOY_OVERRIDES, toy_exact_match
-from ar2diff.generation import TextGenerator
-from ar2diff.training.assemble import run_training
+from ar2diff.demo import toy_exact_match, train_toy
 
 VARIANTS = {
     "diffusion L(1:2)": ["objective.kind=diffusion", "objective.unroll=2"],
@@ -41,21 +38,16 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     rows = []
     for name, extra in VARIANTS.items():
-        cfg = load_config(None, [*TOY_OVERRIDES, *extra, f"data.toy_task={args.task}",
-                                 f"train.steps={args.steps}", "train.progress=false",
-                                 f"train.out_dir={Path(args.work) / name.split()[0]}{extra[-1][-1]}"])
+        run = train_toy(args.task, args.steps,
+                        f"{Path(args.work) / name.split()[0]}{extra[-1][-1]}", extra)
+        cfg = run.config
         start = time.perf_counter()
-        result = run_training(cfg)
-        train_s = time.perf_counter() - start
-        gen = TextGenerator.load(str(result.model_dir))
-        mode = cfg.objective.kind
-        start = time.perf_counter()
-        em, _ = toy_exact_match(gen, args.task, cfg.train.seed, args.eval,
-                                DecodeOptions(mode=mode, chat=False, max_new_tokens=12))
-        rows.append({"variant": name, "exact_match": em, "train_s": round(train_s, 1),
+        em, _ = toy_exact_match(run.gen, args.task, cfg.train.seed, args.eval,
+                                DecodeOptions(mode=cfg.objective.kind, chat=False, max_new_tokens=12))
+        rows.append({"variant": name, "exact_match": em, "train_s": round(run.seconds, 1),
                      "decode_s": round(time.perf_counter() - start, 1),
-                     "final_train_loss": result.history[-1]["loss"]})
-        print(f"{name:20} exact match {100 * em:5.1f} %   train {train_s:5.0f} s", flush=True)
+                     "final_train_loss": run.final_loss})
+        print(f"{name:20} exact match {100 * em:5.1f} %   train {run.seconds:5.0f} s", flush=True)
     write_json_atomic(Path(args.out), {"task": args.task, "steps": args.steps,
                                        "batch_size": cfg.train.batch_size, "eval": args.eval,
                                        "machine": platform.platform(), "results": rows})

@@ -22,11 +22,8 @@ from quality_latency import Counter
 from transformers.utils import logging as hf_logging
 
 from ar2diff.atomic import write_json_atomic
-from ar2diff.config import load_config
 from ar2diff.decoding import DecodeOptions
-from ar2diff.demo import TOY_OVERRIDES, toy_exact_match
-from ar2diff.generation import TextGenerator
-from ar2diff.training.assemble import run_training
+from ar2diff.demo import toy_exact_match, train_toy
 
 MODELS = {
     "masked": ["objective.noise=mask", "objective.unroll=1"],
@@ -66,14 +63,9 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     gens, train = {}, {}
     for name, extra in MODELS.items():
-        cfg = load_config(None, [*TOY_OVERRIDES, *extra, f"data.toy_task={args.task}",
-                                 f"train.steps={args.steps}", "train.progress=false",
-                                 f"train.out_dir={Path(args.work) / name}"])
-        start = time.perf_counter()
-        result = run_training(cfg)
-        train[name] = {"seconds": round(time.perf_counter() - start, 1),
-                       "final_train_loss": result.history[-1]["loss"]}
-        gens[name] = TextGenerator.load(str(result.model_dir))
+        run = train_toy(args.task, args.steps, Path(args.work) / name, extra)
+        train[name] = {"seconds": round(run.seconds, 1), "final_train_loss": run.final_loss}
+        gens[name] = run.gen
     counters = {k: Counter(g) for k, g in gens.items() if k != "ar"}
     rows = []
     for model, name, fields in METHODS:

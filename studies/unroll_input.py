@@ -12,17 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 from transformers.utils import logging as hf_logging
 
 from ar2diff.atomic import write_json_atomic
-from ar2diff.config import load_config
 from ar2diff.decoding import DecodeOptions
-from ar2diff.demo import TOY_OVERRIDES, toy_exact_match
-from ar2diff.generation import TextGenerator
-from ar2diff.training.assemble import run_training
+from ar2diff.demo import toy_exact_match, train_toy
 
 
 def main() -> None:
@@ -38,19 +34,13 @@ def main() -> None:
     rows = []
     for how in ("argmax", "sample"):
         for seed in args.seeds:
-            cfg = load_config(None, [*TOY_OVERRIDES, "objective.unroll=2",
-                                     f"objective.unroll_input={how}", f"data.toy_task={args.task}",
-                                     f"train.steps={args.steps}", f"train.seed={seed}",
-                                     "train.progress=false",
-                                     f"train.out_dir={Path(args.work) / f'{how}-{seed}'}"])
-            start = time.perf_counter()
-            result = run_training(cfg)
-            train_s = time.perf_counter() - start
-            gen = TextGenerator.load(str(result.model_dir))
-            em, _ = toy_exact_match(gen, args.task, seed, args.eval,
+            run = train_toy(args.task, args.steps, Path(args.work) / f"{how}-{seed}",
+                            ["objective.unroll=2", f"objective.unroll_input={how}",
+                             f"train.seed={seed}"])
+            em, _ = toy_exact_match(run.gen, args.task, seed, args.eval,
                                     DecodeOptions(mode="diffusion", chat=False, max_new_tokens=12))
             rows.append({"unroll_input": how, "seed": seed, "exact_match": em,
-                         "train_s": round(train_s, 1), "final_train_loss": result.history[-1]["loss"]})
+                         "train_s": round(run.seconds, 1), "final_train_loss": run.final_loss})
             print(f"{how:7} seed {seed}: exact match {100 * em:5.1f} %", flush=True)
     means = {how: sum(r["exact_match"] for r in rows if r["unroll_input"] == how) / len(args.seeds)
              for how in ("argmax", "sample")}

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from ar2diff.config import load_config
+from ar2diff.config import RunConfig, load_config
 from ar2diff.data.sources import HELD_OUT
 from ar2diff.data.toy import toy_pair
 from ar2diff.decoding import DEFAULT_CANDIDATES, DEFAULT_STEPS, DEFAULT_TEMPERATURE, DecodeOptions
@@ -29,6 +31,28 @@ def toy_exact_match(gen: TextGenerator, task: str, seed: int, n: int, opts: Deco
     outs = gen.generate([p[0] for p in pairs], opts)
     rows = [(src, ref, out[0].strip()) for (src, ref), out in zip(pairs, outs, strict=True)]
     return sum(ref == out for _, ref, out in rows) / n, rows
+
+
+@dataclass
+class ToyRun:
+    """A trained toy-task model: its generator and config, training seconds and final loss."""
+
+    gen: TextGenerator
+    config: RunConfig
+    seconds: float
+    final_loss: float
+
+
+def train_toy(task: str, steps: int, out_dir: str | Path, extra: Sequence[str] = ()) -> ToyRun:
+    """Train a tiny model on toy ``task`` (:data:`TOY_OVERRIDES` with ``extra`` on top), timed;
+    resumes a run already in ``out_dir``."""
+    config = load_config(None, [*TOY_OVERRIDES, *extra, f"data.toy_task={task}",
+                                f"train.steps={steps}", "train.progress=false",
+                                f"train.out_dir={out_dir}"])
+    start = time.perf_counter()
+    result = run_training(config)
+    return ToyRun(TextGenerator.load(str(result.model_dir)), config, time.perf_counter() - start,
+                  result.history[-1]["loss"])
 
 
 def toy_demo(out: str, steps: int | None = None, n_eval: int = 200) -> float:

@@ -380,16 +380,14 @@ class _Reply:
     def decode(self, tokens: list[int]) -> str:
         return self.server.gen.tokenizer.decode(tokens, skip_special_tokens=True)
 
-    def text(self, tokens: list[int]) -> str:
-        """A completion's text, up to its first stop sequence."""
+    def ending(self, tokens: list[int]) -> tuple[str, str, bool]:
+        """A completion's text up to its first stop sequence, its finish reason, and whether a
+        stop sequence cut it."""
         text = self.decode(tokens)
         at = find_stop(text, self.stops)
-        return text if at is None else text[:at]
-
-    def finish_reason(self, tokens: list[int]) -> str:
-        if find_stop(self.decode(tokens), self.stops) is not None:
-            return "stop"
-        return "length" if len(tokens) >= self.server.new_tokens(self.opts) else "stop"
+        if at is not None:
+            return text[:at], "stop", True
+        return text, "length" if len(tokens) >= self.server.new_tokens(self.opts) else "stop", False
 
     def choice(self, index: int, text: str | None, finish: str | None, first: bool = False) -> dict:
         if not self.chat:
@@ -435,7 +433,8 @@ class _Reply:
         out = []
         for k, tokens in enumerate(res.completions):
             self.completion_tokens += len(tokens)
-            out += self.delta(i * self.n + k, self.text(tokens), self.finish_reason(tokens))
+            text, finish, _ = self.ending(tokens)
+            out += self.delta(i * self.n + k, text, finish)
         return out
 
     def usage(self) -> dict[str, int]:
@@ -449,8 +448,9 @@ class _Reply:
         for i, res in enumerate(results):
             for k, tokens in enumerate(res.completions):
                 self.completion_tokens += len(tokens)
-                text, finish = self.text(tokens), self.finish_reason(tokens)
-                logprobs = None if res.logprobs is None else self.logprobs(tokens, res.logprobs[k], text)
+                text, finish, cut = self.ending(tokens)
+                logprobs = None if res.logprobs is None else \
+                    self.logprobs(tokens, res.logprobs[k], text, cut)
                 if self.chat:
                     choices.append({"index": i * self.n + k, "logprobs": logprobs, "finish_reason": finish,
                                     "message": {"role": "assistant", "content": text}})
@@ -461,11 +461,10 @@ class _Reply:
                 "created": self.created, "model": self.model, "choices": choices,
                 "usage": self.usage()}
 
-    def logprobs(self, tokens: list[int], scores: list, text: str) -> dict:
+    def logprobs(self, tokens: list[int], scores: list, text: str, cut: bool) -> dict:
         """OpenAI's ``logprobs`` object for the tokens that start within ``text`` (all of them
-        when no stop sequence cut it), each with the text it adds (cut where ``text`` ends)."""
+        unless a stop sequence ``cut`` it), each with the text it adds (cut where ``text`` ends)."""
         pieces, offsets, at = [], [], 0
-        cut = find_stop(self.decode(tokens), self.stops) is not None
         for piece in token_pieces(self.decode, tokens):
             if cut and at >= len(text):
                 break
