@@ -156,3 +156,36 @@ def test_the_smollm2_grid_is_valid():
         for f in findings:
             for ref in (f["better"], f["worse"]):
                 assert tuple(s.strip() for s in ref.split("/")) in cells, ref
+
+
+def test_a_model_starts_from_a_kept_checkpoint_of_another(tmp_path, monkeypatch):
+    import ar2diff.experiments.runner as runner
+    from ar2diff.errors import Ar2DiffError
+
+    spec = {"name": "curve",
+            "models": {"base": {"overrides": [*FT, "objective.kind=ar", "train.steps=2",
+                                              "train.save_every=1", "train.keep_last=5"]},
+                       "ft1": {"from": "base", "from_step": 1,
+                               "overrides": [*FT, "objective.kind=ar", "train.steps=1"]},
+                       "ft9": {"from": "base", "from_step": 9,
+                               "overrides": [*FT, "objective.kind=ar", "train.steps=1"]}},
+            "evaluations": {}}
+    exp = runner.Experiment(spec, tmp_path / "out", tmp_path / "grid.yaml")
+    started = []
+    real = runner.run_training
+
+    def train(config, resume):
+        if "ft" in str(config.train.out_dir):
+            started.append(config.model.pretrained)
+            raise RuntimeError("stop")
+        return real(config, resume=resume)
+
+    monkeypatch.setattr(runner, "run_training", train)
+    with pytest.raises(RuntimeError, match="stop"):
+        exp.model_dir("ft1")
+    base = tmp_path / "out" / "models" / "base"
+    assert started == [str(base / "checkpoints" / "step-00000001")]
+    assert (base / "model" / "ar2diff.json").is_file()
+    with pytest.raises(Ar2DiffError, match="base kept no checkpoint at step 9"):
+        exp.model_dir("ft9")
+    assert exp.fingerprint("ft1") != exp.fingerprint("ft9")

@@ -1,7 +1,8 @@
 """``ar2diff experiment CONFIG``: the paper's grid as data, run cell by cell, resumable.
 
 An experiment YAML names *models* (how each is made: pretrained from scratch, adapted from
-another, or fine-tuned from another — each an ordinary training run) and *evaluations* (a model,
+another, or fine-tuned from another or from one of its kept checkpoints with ``from_step`` —
+each an ordinary training run) and *evaluations* (a model,
 a task and a decoding setup), plus optional *timing* (decode time against output length). Every
 model folder and result file is written atomically and reused when it exists, so a rerun only
 does what is missing. Each stored cell carries a fingerprint of its spec (and of the models it
@@ -96,7 +97,7 @@ class Experiment:
         entry = self.spec["models"][name]
         common = self.common if entry.get("common", True) else []
         overrides = [*common, *entry.get("overrides", [])]
-        start_from = self.model_dir(entry["from"]) if "from" in entry else None
+        start_from = self.start_dir(name, entry) if "from" in entry else None
         if start_from is not None:
             overrides.append(f"model.pretrained={start_from}")
         config_path = preset(entry["preset"]) if entry.get("preset") else None
@@ -108,6 +109,23 @@ class Experiment:
         write_json_atomic(folder.parent / "cell.json", {"fingerprint": fingerprint})
         self.log.append(f"trained {name} in {time.perf_counter() - start:.0f} s")
         return folder
+
+    def start_dir(self, name: str, entry: dict[str, Any]) -> Path:
+        """The folder model ``name`` starts from: its ``from`` model, or that model's kept
+        checkpoint at step ``from_step`` (an adaptation curve from one run)."""
+        folder = self.model_dir(entry["from"])
+        if entry.get("from_step") is None:
+            return folder
+        step = entry["from_step"]
+        if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+            raise Ar2DiffError(f"experiment: model {name}: from_step {step!r} is not a positive "
+                               f"step number")
+        ckpt = folder.parent / "checkpoints" / f"step-{step:08d}"
+        if not is_ar2diff_folder(ckpt):
+            raise Ar2DiffError(f"experiment: model {name}: {entry['from']} kept no checkpoint at "
+                               f"step {step} ({ckpt}); save it with train.save_every and "
+                               f"train.keep_last, or pick a kept step")
+        return ckpt
 
     def evaluate(self, name: str, entry: dict[str, Any]) -> dict[str, Any]:
         """Run (or reuse) one evaluation; returns its stored result."""
