@@ -72,6 +72,17 @@ class Counter:
     def reset(self) -> None:
         self.passes = self.tokens = 0
 
+    def rate(self) -> float:
+        """Tokens per target forward pass since the last reset."""
+        return self.tokens / max(self.passes, 1)
+
+
+def counter_for(gen: TextGenerator) -> Counter:
+    """The generator's one counter (made on first use)."""
+    if not hasattr(gen, "counter"):
+        gen.counter = Counter(gen)
+    return gen.counter
+
 
 @torch.no_grad()
 def ar_nll(scorer: TextGenerator, prompt: str, text: str) -> float | None:
@@ -93,11 +104,13 @@ def continuation_prompts(path: str | None, limit: int, words: int = 24) -> list[
     return [" ".join(p[:words]) for p in paras if len(p) > words][:limit]
 
 
-def point(name: str, gen: TextGenerator, counter: Counter | None, opts: DecodeOptions,
-          args: argparse.Namespace, scorer: TextGenerator | None,
-          writer: TextGenerator | None = None) -> dict:
+def point(name: str, gen: TextGenerator, opts: DecodeOptions, args: argparse.Namespace,
+          scorer: TextGenerator | None, writer: TextGenerator | None = None,
+          ar: bool = False) -> dict:
     """One method: F1 on the questions, seconds per answer, tokens per forward, and the NLL of
-    continuations written by ``writer`` (default ``gen``) with the same decoding."""
+    continuations written by ``writer`` (default ``gen``) with the same decoding, with their own
+    tokens per forward (AR: 1 by definition)."""
+    counter = None if ar else counter_for(gen)
     if counter:
         counter.reset()
     res = evaluate_model(gen, args.task, opts, split="test", limit=args.limit,
@@ -105,19 +118,24 @@ def point(name: str, gen: TextGenerator, counter: Counter | None, opts: DecodeOp
     n = res["num_examples"]
     row = {"method": name, "f1": res["metrics"].get("f1"), "num_examples": n,
            "seconds_per_answer": res["seconds"] / n,
-           "tokens_per_forward": 1.0 if counter is None else counter.tokens / max(counter.passes, 1),
+           "tokens_per_forward": 1.0 if counter is None else counter.rate(),
            "decoding": {k: v for k, v in dataclasses.asdict(opts).items() if v is not None}}
     if scorer is not None:
+        writer = writer or gen
+        wcount = None if ar else counter_for(writer)
+        if wcount:
+            wcount.reset()
         prompts = args.prompts
         cont = dataclasses.replace(opts, max_new_tokens=args.continuation_tokens, chat=False)
         if opts.mode == "diffusion" and opts.steps is not None:
             cont = dataclasses.replace(cont, steps=args.continuation_tokens)
         start = time.perf_counter()
-        texts = [o[0] for o in (writer or gen).generate(prompts, cont)]
+        texts = [o[0] for o in writer.generate(prompts, cont)]
         nll = [x for x in (ar_nll(scorer, p, t) for p, t in zip(prompts, texts, strict=True))
                if x is not None]
         row.update(continuation_nll=sum(nll) / len(nll) if nll else None,
                    continuation_count=len(nll), continuation_seconds=time.perf_counter() - start,
+                   continuation_tokens_per_forward=1.0 if wcount is None else wcount.rate(),
                    continuation_samples=dict(zip(prompts, texts, strict=True)))
     print(json.dumps({k: v for k, v in row.items() if k != "continuation_samples"}), flush=True)
     return row
@@ -158,6 +176,8 @@ def main() -> None:
                                                 "METHODS); default: all")
     p.add_argument("--adapted", help="the adapted model (before fine-tuning) that writes the "
                                      "diffusion continuations; default: the fine-tuned one")
+    p.add_argument("--block-adapted", help="the block-diffusion model before fine-tuning, writer "
+                                           "of the block continuations (default: --block)")
     p.add_argument("--continuation-data", help="held-out text whose paragraph openings are the "
                                                "continuation prompts (default: 5 fixed prompts)")
     p.add_argument("--continuation-limit", type=int, default=40)
@@ -168,29 +188,32 @@ def main() -> None:
     scorer = TextGenerator.load(args.scorer, args.dtype) if args.scorer else None
     rows = []
     if args.ar:
-        rows.append(point("AR greedy", TextGenerator.load(args.ar, args.dtype), None,
-                          DecodeOptions(mode="ar"), args, scorer, scorer))
+        rows.append(point("AR greedy", TextGenerator.load(args.ar, args.dtype),
+                          DecodeOptions(mode="ar"), args, scorer, scorer, ar=True))
     gen = TextGenerator.load(args.diffusion, args.dtype)
     adapted = TextGenerator.load(args.adapted, args.dtype) if args.adapted and scorer else None
-    counter, length = Counter(gen), gen.meta.target_length
+    length = gen.meta.target_length
     for name, fields in METHODS:
         if args.methods and name not in args.methods:
             continue
         opts = DecodeOptions(mode="diffusion", steps=length, candidates=args.candidates, **fields)
-        rows.append(point(name, gen, counter, opts, args, scorer, adapted))
+        rows.append(point(name, gen, opts, args, scorer, adapted))
     if args.block:
         block = TextGenerator.load(args.block, args.dtype)
+        block_adapted = (TextGenerator.load(args.block_adapted, args.dtype)
+                         if args.block_adapted and scorer else None)
         for name, fields in (("block diffusion", {}), ("block diffusion, threshold 0.9",
                                                         {"threshold": 0.9})):
             opts = DecodeOptions(mode="diffusion", steps=block.meta.target_length,
                                  candidates=args.candidates, **fields)
-            rows.append(point(name, block, Counter(block), opts, args, scorer))
+            rows.append(point(name, block, opts, args, scorer, block_adapted))
     out = Path(args.out)
     write_json_atomic(out, {"task": args.task, "limit": args.limit, "dtype": args.dtype,
                             "candidates": args.candidates,
                             "models": {"diffusion": args.diffusion, "ar": args.ar,
                                        "block": args.block, "scorer": args.scorer,
-                                       "adapted": args.adapted},
+                                       "adapted": args.adapted,
+                                       "block_adapted": args.block_adapted},
                             "continuation": {"data": args.continuation_data,
                                              "prompts": len(args.prompts),
                                              "tokens": args.continuation_tokens},
