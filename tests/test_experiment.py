@@ -38,6 +38,10 @@ def test_grid_runs_resumes_and_reports(tmp_path):
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(spec))
     out = tmp_path / "out"
+    run_experiment(path, out, report_only=True)  # builds nothing, reports nothing run
+    assert not (out / "models").exists() and not (out / "results").exists()
+    assert "| AR | not run / 68.11 |" in (out / "REPORT.md").read_text()
+    assert "Not run yet: ar, diff." in (out / "REPORT.md").read_text()
     first = run_experiment(path, out)
     report = (out / "REPORT.md").read_text()
     assert "| AR |" in report and "68.11" in report and "AR beats AR2Diff" in report
@@ -60,6 +64,9 @@ def test_grid_runs_resumes_and_reports(tmp_path):
                                           "results/ar.json", "results/diff.json")}
     spec["models"]["ar2diff"]["overrides"][-1] = "train.steps=3"
     path.write_text(yaml.safe_dump(spec))
+    partial = run_experiment(path, out, report_only=True)  # the changed cell is not stored
+    assert [c["value"] is None for c in partial["tables"]["Table 2"]] == [False, True]
+    assert "Not run yet: diff." in (out / "REPORT.md").read_text()
     run_experiment(path, out)
     assert mtime("models/ar/model/model.safetensors") == before["models/ar/model/model.safetensors"]
     assert mtime("results/ar.json") == before["results/ar.json"]

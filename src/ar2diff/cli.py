@@ -389,6 +389,8 @@ cmd_evaluate.configure = _configure_evaluate
 def _configure_experiment(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="experiment YAML, e.g. configs/experiments/tiny.yaml")
     p.add_argument("--out", help="output folder (default runs/experiments/<name>)")
+    p.add_argument("--report-only", action="store_true",
+                   help="build nothing: report the stored evaluations, list the others as not run")
     _add_unsafe_sandbox(p)
     _add_placement(p, "dtype of evaluations whose spec names none (default float32; a "
                       "different one makes those cells distinct)")
@@ -399,7 +401,8 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     from ar2diff.experiments.runner import run_experiment
 
     _allow_unsafe_sandbox(args)
-    summary = run_experiment(args.config, args.out, device=args.device, dtype=args.dtype)
+    summary = run_experiment(args.config, args.out, device=args.device, dtype=args.dtype,
+                             report_only=args.report_only)
     print(f"report: {summary['name']} — {len(summary['tables'])} tables, "
           f"{len(summary['plots'])} plots")
 

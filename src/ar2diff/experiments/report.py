@@ -32,7 +32,7 @@ def _cells(spec: dict, results: dict) -> dict[str, dict[tuple[str, str], dict]]:
         tables.setdefault(entry["table"], {})[(entry["row"], entry["col"])] = {
             "eval": name, "value": metric_value(res, entry["metric"]), "paper": entry.get("paper"),
             "metric": entry["metric"], "n": res.get("num_examples"),
-            "seconds": res.get("seconds"),
+            "seconds": res.get("seconds"), "run": bool(res),
         }
     return tables
 
@@ -49,7 +49,8 @@ def _table_md(cells: dict[tuple[str, str], dict]) -> list[str]:
             if cell is None:
                 out.append("–")
                 continue
-            ours = "n/a" if cell["value"] is None else f"{cell['value']:.2f}"
+            ours = ("not run" if not cell.get("run", True) else "n/a" if cell["value"] is None
+                    else f"{cell['value']:.2f}")
             paper = "–" if cell["paper"] is None else f"{cell['paper']}"
             out.append(f"{ours} / {paper}")
         lines.append(f"| {r} | " + " | ".join(out) + " |")
@@ -147,7 +148,11 @@ def write_report(spec: dict, spec_path: Path, out: Path, results: dict, timing: 
     for name, cells in tables.items():
         lines += [f"## {name}", "", *_table_md(cells), ""]
         lines += [f"Metric per cell: {', '.join(sorted({c['metric'] for c in cells.values()}))}; "
-                  f"examples per cell: {sorted({c['n'] for c in cells.values()})}.", ""]
+                  f"examples per cell: {sorted({c['n'] for c in cells.values() if c['run']})}.",
+                  ""]
+        missing = [c["eval"] for c in cells.values() if not c["run"]]
+        if missing:
+            lines += [f"Not run yet: {', '.join(missing)}.", ""]
         findings = spec.get("findings", {}).get(name, [])
         if findings:
             lines += ["Findings at this scale:", ""] + [_finding(cells, f) for f in findings] + [""]

@@ -127,8 +127,10 @@ class Experiment:
                                f"train.keep_last, or pick a kept step")
         return ckpt
 
-    def evaluate(self, name: str, entry: dict[str, Any]) -> dict[str, Any]:
-        """Run (or reuse) one evaluation; returns its stored result."""
+    def stored_result(self, name: str, entry: dict[str, Any]
+                      ) -> tuple[Path, dict[str, Any], str, dict[str, Any] | None]:
+        """Evaluation ``name``'s result path, effective entry, fingerprint, and its stored
+        result when one matches the spec (else None)."""
         path = self.out / "results" / f"{name}.json"
         if self.dtype not in (None, "float32") and "dtype" not in entry:
             entry = {**entry, "dtype": self.dtype}  # a distinct cell from the float32 one
@@ -137,8 +139,16 @@ class Experiment:
         if path.is_file():
             stored = json.loads(path.read_text(encoding="utf-8"))
             if stored.get("fingerprint", fingerprint) == fingerprint:
-                self.done[fingerprint] = stored
-                return stored
+                return path, entry, fingerprint, stored
+        return path, entry, fingerprint, None
+
+    def evaluate(self, name: str, entry: dict[str, Any]) -> dict[str, Any]:
+        """Run (or reuse) one evaluation; returns its stored result."""
+        path, entry, fingerprint, stored = self.stored_result(name, entry)
+        if stored is not None:
+            self.done[fingerprint] = stored
+            return stored
+        if path.is_file():
             print(f"[experiment] {name}: its spec changed since it was run; rerunning", flush=True)
         if fingerprint in self.done:  # the same evaluation under another name (another table)
             result = {**self.done[fingerprint], "setup": {**self.done[fingerprint]["setup"],
@@ -183,11 +193,18 @@ class Experiment:
         write_json_atomic(path, rows)
         return rows
 
-    def run(self) -> dict[str, Any]:
+    def run(self, report_only: bool = False) -> dict[str, Any]:
+        """Build what is missing and write the report; ``report_only``: build nothing, report
+        the stored evaluations that match the spec and list the others as not run."""
         self.out.mkdir(parents=True, exist_ok=True)
-        results = {name: self.evaluate(name, entry)
-                   for name, entry in self.spec["evaluations"].items()}
-        timing = self.timing()
+        if report_only:
+            results = {name: self.stored_result(name, entry)[3] or {}
+                       for name, entry in self.spec["evaluations"].items()}
+            timing = self.timing() if (self.out / "results" / "timing.json").is_file() else []
+        else:
+            results = {name: self.evaluate(name, entry)
+                       for name, entry in self.spec["evaluations"].items()}
+            timing = self.timing()
         return write_report(self.spec, self.spec_path, self.out, results, timing)
 
 
@@ -211,16 +228,17 @@ def _digest(obj: Any) -> str:
 
 
 def run_experiment(config: str | Path, out: str | Path | None = None, device: str = "auto",
-                   dtype: str | None = None) -> dict[str, Any]:
+                   dtype: str | None = None, report_only: bool = False) -> dict[str, Any]:
     """Run an experiment YAML; returns the report's summary.
 
     ``device`` runs the evaluations (training follows each config's ``train.device``);
-    ``dtype`` is the dtype of evaluations whose spec names none.
+    ``dtype`` is the dtype of evaluations whose spec names none; ``report_only`` reports what
+    is stored without building anything (a long grid's progress).
     """
     resolve_device(device), resolve_dtype(dtype)  # bad values fail before any work
     spec = load_experiment(config)
     out_dir = Path(out or Path("runs") / "experiments" / spec["name"])
-    return Experiment(spec, out_dir, Path(config), device, dtype).run()
+    return Experiment(spec, out_dir, Path(config), device, dtype).run(report_only)
 
 
 
