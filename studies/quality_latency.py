@@ -7,6 +7,7 @@ target passes; AR is 1 by definition). A continuation set (``studies/diffusion_s
 prompts, or the openings of held-out book paragraphs with ``--continuation-data``) is decoded by
 the same methods — with the adapted model before fine-tuning when ``--adapted`` is given, and
 by the scorer itself for the AR point — and scored by the original AR model's NLL per token.
+A SUNDAE model (``--sundae``) adds its own points: T steps, early stop, and freezing.
 Writes one JSON file (``*quality*.json``) and one PNG curve.
 
     python studies/quality_latency.py --diffusion runs/squad-diff/model --ar runs/squad-ar/model \
@@ -43,6 +44,15 @@ METHODS = [
     ("threshold 0.9, blocks of 4", {"block_length": 4, "threshold": 0.9}),
     ("threshold 0.7, blocks of 4", {"block_length": 4, "threshold": 0.7}),
     ("threshold 0.5, blocks of 4", {"block_length": 4, "threshold": 0.5}),
+]
+
+# SUNDAE decodings (``--sundae``): T = target length, then the ways to end before T
+SUNDAE_METHODS = [
+    ("SUNDAE, T steps", {}),
+    ("SUNDAE, early stop", {"early_stop": True}),
+    ("SUNDAE, freeze 0.9", {"freeze": 0.9}),
+    ("SUNDAE, freeze 0.7", {"freeze": 0.7}),
+    ("SUNDAE, freeze 0.5", {"freeze": 0.5}),
 ]
 
 
@@ -141,6 +151,20 @@ def point(name: str, gen: TextGenerator, opts: DecodeOptions, args: argparse.Nam
     return row
 
 
+def decode_points(gen: TextGenerator, methods: list, args: argparse.Namespace,
+                  scorer: TextGenerator | None, writer: TextGenerator | None = None) -> list[dict]:
+    """The points of ``methods`` (or those named by ``--methods``) for one diffusion model,
+    at T = its target length."""
+    rows = []
+    for name, fields in methods:
+        if args.methods and name not in args.methods:
+            continue
+        opts = DecodeOptions(mode="diffusion", steps=gen.meta.target_length,
+                             candidates=args.candidates, **fields)
+        rows.append(point(name, gen, opts, args, scorer, writer))
+    return rows
+
+
 def plot(rows: list[dict], path: Path) -> None:
     """F1 against seconds per answer, one labelled point per method."""
     import matplotlib
@@ -163,7 +187,9 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--diffusion", required=True, help="masked-diffusion model fine-tuned on the task")
+    p.add_argument("--diffusion", help="masked-diffusion model fine-tuned on the task")
+    p.add_argument("--sundae", help="SUNDAE-noise model fine-tuned on the task (T steps, early "
+                                    "stop and freezing)")
     p.add_argument("--ar", help="AR model of the same size fine-tuned on the task (greedy point)")
     p.add_argument("--block", help="block-diffusion model fine-tuned on the task")
     p.add_argument("--scorer", help="AR model scoring continuations (e.g. smollm2-135m)")
@@ -190,14 +216,13 @@ def main() -> None:
     if args.ar:
         rows.append(point("AR greedy", TextGenerator.load(args.ar, args.dtype),
                           DecodeOptions(mode="ar"), args, scorer, scorer, ar=True))
-    gen = TextGenerator.load(args.diffusion, args.dtype)
-    adapted = TextGenerator.load(args.adapted, args.dtype) if args.adapted and scorer else None
-    length = gen.meta.target_length
-    for name, fields in METHODS:
-        if args.methods and name not in args.methods:
-            continue
-        opts = DecodeOptions(mode="diffusion", steps=length, candidates=args.candidates, **fields)
-        rows.append(point(name, gen, opts, args, scorer, adapted))
+    if args.diffusion:
+        gen = TextGenerator.load(args.diffusion, args.dtype)
+        adapted = TextGenerator.load(args.adapted, args.dtype) if args.adapted and scorer else None
+        rows += decode_points(gen, METHODS, args, scorer, adapted)
+    if args.sundae:
+        rows += decode_points(TextGenerator.load(args.sundae, args.dtype), SUNDAE_METHODS, args,
+                              scorer)
     if args.block:
         block = TextGenerator.load(args.block, args.dtype)
         block_adapted = (TextGenerator.load(args.block_adapted, args.dtype)
@@ -211,6 +236,7 @@ def main() -> None:
     write_json_atomic(out, {"task": args.task, "limit": args.limit, "dtype": args.dtype,
                             "candidates": args.candidates,
                             "models": {"diffusion": args.diffusion, "ar": args.ar,
+                                       "sundae": args.sundae,
                                        "block": args.block, "scorer": args.scorer,
                                        "adapted": args.adapted,
                                        "block_adapted": args.block_adapted},

@@ -76,6 +76,10 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eos-penalty", type=float,
                    help="diffusion: > 1 divides the probability of end tokens, against "
                         "answers that end too early (default: the model's, 1 = off)")
+    g.add_argument("--freeze", type=float, default=0.0,
+                   help="SUNDAE diffusion: a position whose token a step draws again with at "
+                        "least this probability is frozen; an input ends once all are "
+                        "(default 0 = off; e.g. 0.9)")
     g.add_argument("--early-stop", action="store_true",
                    help="diffusion: stop once a step changes none of an input's samples")
     g.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
@@ -137,7 +141,8 @@ def decode_options(args: argparse.Namespace) -> DecodeOptions:
         top_p=args.top_p, num_beams=args.num_beams, chat=args.chat, early_stop=args.early_stop,
         repetition_penalty=args.repetition_penalty, block_length=args.block_length,
         threshold=args.threshold, factor=args.factor, confidence=args.confidence,
-        eos_stop=args.eos_stop, eos_penalty=args.eos_penalty, candidates=candidates,
+        eos_stop=args.eos_stop, eos_penalty=args.eos_penalty, freeze=args.freeze,
+        candidates=candidates,
         completions=1 if completions is None else completions,
     )
 

@@ -74,6 +74,7 @@ class DecodeOptions:
     confidence: str | None = None  # default: the model's (probability)
     eos_stop: bool | None = None  # masked diffusion; default: the model's (on)
     eos_penalty: float | None = None  # diffusion; default: the model's (1 = off)
+    freeze: float = 0.0  # SUNDAE diffusion: freeze stable positions this confident (0 = off)
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -118,9 +119,11 @@ def check_options(opts: DecodeOptions) -> None:
     if opts.strategy not in STRATEGIES:
         raise Ar2DiffError(f"--strategy {opts.strategy!r}: choose one of {', '.join(STRATEGIES)}")
     for flag, value in (("--threshold", opts.threshold), ("--factor", opts.factor),
-                        ("--eos-penalty", opts.eos_penalty)):
+                        ("--eos-penalty", opts.eos_penalty), ("--freeze", opts.freeze)):
         if value is not None:
             _number(value, flag, False)
+    if not 0 <= opts.freeze < 1:
+        raise Ar2DiffError(f"--freeze {opts.freeze}: use a probability in [0, 1), 0 = off")
     check_rules(opts.threshold or 0.0, opts.factor or 0.0, opts.confidence or CONFIDENCES[0],
                 1.0 if opts.eos_penalty is None else opts.eos_penalty)
 

@@ -180,6 +180,9 @@ class TextGenerator:
         if (rules["threshold"] or rules["factor"]) and not self.noise.follows_rules:
             raise Ar2DiffError(f"--threshold / --factor decode masked-diffusion models; this one "
                                f"uses {self.noise.name!r} noise")
+        if opts.freeze and self.noise.follows_rules:
+            raise Ar2DiffError(f"--freeze decodes SUNDAE models; this one uses "
+                               f"{self.noise.name!r} noise (use --threshold)")
         return DiffusionSampling(
             steps=d.steps if opts.steps is None else opts.steps,
             temperature=d.temperature if opts.temperature is None else opts.temperature,
@@ -193,6 +196,7 @@ class TextGenerator:
             repetition_penalty=d.repetition_penalty if opts.repetition_penalty is None
             else opts.repetition_penalty,
             block_length=d.block_length if opts.block_length is None else opts.block_length,
+            freeze=opts.freeze,
             **rules,
         )
 

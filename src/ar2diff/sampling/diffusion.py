@@ -36,6 +36,7 @@ from ar2diff.decoding import (
 from ar2diff.models.backbone import Backbone, PrefixState
 from ar2diff.noise.base import NoiseProcess, StepRule, end_seen
 from ar2diff.rng import keyed_uniform, prompt_key
+from ar2diff.sampling.freeze import freeze_step
 
 CANVAS, DRAW = 1, 2  # purposes of keyed draws: the initial canvas, the draw of a step
 
@@ -55,6 +56,9 @@ class DiffusionSampling:
     at least one, so a block takes the steps it needs and T no longer applies.
     ``eos_stop`` (masked): once a pad / EOS is revealed, the positions after it are settled, and
     the sample is done when every position before it is; its score covers the kept tokens.
+    ``freeze`` (SUNDAE): a position whose token a step draws again with at least this
+    probability keeps it for good; an input is done once all its positions are frozen (or lie
+    after a frozen end token, with ``eos_stop``) — :mod:`ar2diff.sampling.freeze`.
     """
 
     steps: int = DEFAULT_STEPS
@@ -72,6 +76,7 @@ class DiffusionSampling:
     confidence: str = "probability"  # probability | margin | entropy
     eos_stop: bool = False  # masked: a sample ends at its first revealed pad / EOS
     eos_penalty: float = 1.0  # > 1 divides the probability of pad / EOS (damps early ends)
+    freeze: float = 0.0  # SUNDAE: freeze stable positions this confident (0 = off)
 
 
 @dataclass
@@ -242,6 +247,8 @@ def denoise_group(backbone: Backbone, prompts: Sequence[Sequence[int]], seeds: S
     at = [(0, 0)] * len(prompts)  # per prompt: block index, steps taken in it
     steps = [0] * len(prompts)
     active = list(range(len(prompts)))
+    frozen = _frozen_start(cfg, noise, x)
+    freeze_ends = end_ids if cfg.eos_stop else ()
     while active:
         drawn, drawn_logp, conf = _step(backbone, state, x, draws(DRAW, steps), cfg, noise, end_ids)
         for i in list(active):
@@ -249,7 +256,13 @@ def denoise_group(backbone: Backbone, prompts: Sequence[Sequence[int]], seeds: S
             (b, k), (lo, hi, budget) = at[i], plan[at[i][0]]
             new, new_logp = noise.update(x[rows], drawn[rows], drawn_logp[rows], conf[rows],
                                          logp[rows], (lo, hi, budget - k), rule)
+            done = None
+            if frozen is not None and steps[i]:  # the start canvas was not drawn by the model
+                new, new_logp, frozen[rows], done = freeze_step(
+                    x[rows], new, new_logp, logp[rows], frozen[rows], cfg.freeze, freeze_ends)
             flags = _stop_flags(noise, x[rows], new, cfg, rule, lo, hi)
+            if done is not None:
+                flags = torch.stack([done, done]) if flags is None else flags | done
             x[rows], logp[rows] = new, new_logp
             steps[i] += 1
             if on_step is not None:
@@ -275,6 +288,19 @@ def _rule(cfg: DiffusionSampling, noise: NoiseProcess, end_ids: tuple[int, ...],
             raise ValueError(f"threshold / factor decoding needs masked noise, not {noise.name!r}")
         return StepRule()
     return StepRule(cfg.threshold, cfg.factor, end_ids if cfg.eos_stop else (), pad_id)
+
+
+def _frozen_start(cfg: DiffusionSampling, noise: NoiseProcess,
+                  x: torch.Tensor) -> torch.Tensor | None:
+    """No position frozen yet, when ``cfg`` freezes (a process without masks only)."""
+    if not cfg.freeze:
+        return None
+    if not 0 < cfg.freeze < 1:
+        raise ValueError(f"freeze={cfg.freeze}: use a probability in (0, 1), 0 = off")
+    if noise.follows_rules:
+        raise ValueError(f"freeze settles positions of SUNDAE sampling; {noise.name!r} noise "
+                         "settles its own (use threshold)")
+    return torch.zeros(x.shape, dtype=torch.bool, device=x.device)
 
 
 def _stop_flags(noise: NoiseProcess, before: torch.Tensor, after: torch.Tensor,

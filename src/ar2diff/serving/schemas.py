@@ -43,6 +43,7 @@ class DecodeFields(BaseModel):
     confidence: Literal["probability", "margin", "entropy"] | None = None
     eos_stop: bool | None = None
     eos_penalty: float | None = Field(None, gt=0)
+    freeze: float = Field(0.0, ge=0, lt=1)
     stop: str | list[str] | None = Field(None, validate_default=True)
 
     @field_validator("stop")
@@ -69,7 +70,7 @@ class DecodeFields(BaseModel):
             strategy="sample" if sample else "greedy", top_p=1.0 if self.top_p is None else self.top_p,
             chat=False, repetition_penalty=self.repetition_penalty, block_length=self.block_length,
             threshold=self.threshold, factor=self.factor, confidence=self.confidence,
-            eos_stop=self.eos_stop, eos_penalty=self.eos_penalty,
+            eos_stop=self.eos_stop, eos_penalty=self.eos_penalty, freeze=self.freeze,
         )
 
 
