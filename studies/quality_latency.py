@@ -41,6 +41,7 @@ CONTINUATION_PROMPTS = [
 METHODS = [
     ("masked, 1 token/step", {"block_length": 0}),
     ("masked, blocks of 4", {"block_length": 4}),
+    ("masked, blocks of 4, no end-token stop", {"block_length": 4, "eos_stop": False}),
     ("threshold 0.9, blocks of 4", {"block_length": 4, "threshold": 0.9}),
     ("threshold 0.7, blocks of 4", {"block_length": 4, "threshold": 0.7}),
     ("threshold 0.5, blocks of 4", {"block_length": 4, "threshold": 0.5}),
@@ -62,7 +63,8 @@ class Counter:
     def __init__(self, gen: TextGenerator):
         self.passes = self.tokens = 0
         bb = gen.backbone
-        for name in ("hidden_from_prefix", "logits_from_prefix", "extend_prefix"):
+        for name in ("hidden_from_prefix", "logits_from_prefix", "extend_prefix",
+                     "extend_and_hidden"):
             original = getattr(bb, name)
 
             def counted(*a, _original=original, **k):
@@ -126,7 +128,8 @@ def point(name: str, gen: TextGenerator, opts: DecodeOptions, args: argparse.Nam
     res = evaluate_model(gen, args.task, opts, split="test", limit=args.limit,
                          batch_size=args.batch_size, progress=False)
     n = res["num_examples"]
-    row = {"method": name, "f1": res["metrics"].get("f1"), "num_examples": n,
+    row = {"method": name, "f1": res["metrics"].get("f1"), "metrics": res["metrics"],
+           "num_examples": n,
            "seconds_per_answer": res["seconds"] / n,
            "tokens_per_forward": 1.0 if counter is None else counter.rate(),
            "decoding": {k: v for k, v in dataclasses.asdict(opts).items() if v is not None}}
@@ -166,20 +169,23 @@ def decode_points(gen: TextGenerator, methods: list, args: argparse.Namespace,
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """F1 against seconds per answer, one labelled point per method."""
+    """The task's metric (F1, else the first) against seconds per answer, one labelled point
+    per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    metric = "f1" if rows[0].get("f1") is not None else next(iter(rows[0]["metrics"]))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
-        ax.scatter(r["seconds_per_answer"], r["f1"])
+        y = r["metrics"][metric]
+        ax.scatter(r["seconds_per_answer"], y)
         ax.annotate(f"{r['method']} ({r['tokens_per_forward']:.1f} tok/pass)",
-                    (r["seconds_per_answer"], r["f1"]), fontsize=7, xytext=(4, 2),
+                    (r["seconds_per_answer"], y), fontsize=7, xytext=(4, 2),
                     textcoords="offset points")
     ax.set_xlabel("seconds per answer")
-    ax.set_ylabel("SQuAD F1")
+    ax.set_ylabel(metric)
     ax.set_title(f"quality against latency ({rows[0]['num_examples']} questions)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -237,6 +237,35 @@ class Backbone(nn.Module):
         return PrefixState(input_mask=state.input_mask, cache=state.cache, roles=roles,
                            last_hidden=hidden[:, -1])
 
+    @torch.no_grad()
+    def extend_and_hidden(self, state: PrefixState, clean: torch.Tensor, fed: torch.Tensor,
+                          layout: str, shift: bool) -> tuple[PrefixState, torch.Tensor]:
+        """:meth:`extend_prefix` with ``clean`` and :meth:`hidden_from_prefix` of ``fed`` over
+        the result, in one forward pass: the clean block sees the cache and itself (not ``fed``),
+        ``fed`` sees the cache, the clean block and itself, as in two separate passes."""
+        clean, fed = clean.to(self.device), fed.to(self.device)
+        n, m, n_in = clean.shape[1], fed.shape[1], state.roles.shape[1]
+        roles = torch.cat([state.roles, torch.full_like(clean, TARGET),
+                           torch.full_like(fed, TARGET)], dim=1)
+        cols = torch.arange(n_in, n_in + n + m, device=self.device)
+        keys = allowed_keys(roles[:, n_in:n_in + n], roles[:, :n_in + n], "diffusion",
+                            query_pos=cols[:n])
+        allowed = torch.cat([
+            torch.cat([keys, torch.zeros_like(keys[:, :, :m])], dim=2),  # clean: not fed
+            allowed_keys(roles[:, n_in + n:], roles, layout, query_pos=cols[n:]),
+        ], dim=1)
+        hidden = self.model.base_model(
+            input_ids=torch.cat([clean, fed], dim=1), attention_mask=self.attention_mask(allowed),
+            position_ids=position_ids(roles)[:, n_in:], cache=state.cache, use_cache=True,
+        ).last_hidden_state
+        state.cache.crop(-m)
+        extended = PrefixState(input_mask=state.input_mask, cache=state.cache,
+                               roles=roles[:, :n_in + n], last_hidden=hidden[:, n - 1])
+        out = hidden[:, n:]
+        if shift:
+            out = torch.cat([extended.last_hidden[:, None], out[:, :-1]], dim=1)
+        return extended, out
+
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """The output projection (hidden states → vocabulary logits)."""
         return self.model.get_output_embeddings()(hidden)

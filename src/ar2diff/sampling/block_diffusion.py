@@ -4,8 +4,11 @@ The target is produced one block at a time, left to right. A block starts fully 
 denoised by the masked process's rules (a share of T per step, or a confidence threshold) while
 it sees the input, the finished blocks and itself; once settled, it runs once more as clean
 tokens and its keys and values join the cache — exactly what training showed the model
-(:func:`ar2diff.models.attention.block_diffusion_keys`). Forward passes cost a block's width, not
-the whole target's, and decoding ends at the block where every candidate has revealed an end
+(:func:`ar2diff.models.attention.block_diffusion_keys`). That cache pass shares the forward pass
+of the next block's first step (:meth:`~ar2diff.models.backbone.Backbone.extend_and_hidden`:
+the clean block does not see the next one), and the last block needs none, so there is one
+forward pass per denoising step. Forward passes cost a block's width or two, not the whole
+target's, and decoding ends at the block where every candidate has revealed an end
 token, so length follows the content up to ``target_length``.
 
 Draws are keyed as in :mod:`ar2diff.sampling.diffusion` (by target position and step), and each
@@ -68,27 +71,31 @@ def _denoise_blocks(backbone: Backbone, prompt: Sequence[int], cfg: DiffusionSam
     x = noise.initial_canvas(keyed_uniform(cfg.seed, key, CANVAS, 0, cand, pos))
     logp = torch.zeros(x.shape, device=device)
     ended = torch.zeros(n, dtype=torch.bool, device=device)
-    steps = passes = 0
+    steps, finished = 0, None  # finished: the last settled block, not yet in the cache
     for lo, hi, budget in noise.schedule(cfg.steps * length // cfg.target_length, length, size):
         xb = torch.where(ended[:, None], pad_id, x[:, lo:hi])  # ended samples: nothing to reveal
         lb = logp[:, lo:hi]
         for k in range(hi - lo if rule.dynamic else budget):
             u = keyed_uniform(cfg.seed, key, DRAW, steps, cand, pos[:, lo:hi])
-            drawn, drawn_logp, conf = _step(backbone, state, xb, u, cfg, noise, end_ids)
+            hidden = None
+            if finished is not None:  # its cache pass rides with this block's first step
+                state, hidden = backbone.extend_and_hidden(state, finished, xb, cfg.layout,
+                                                           cfg.shift)
+                finished = None
+            drawn, drawn_logp, conf = _step(backbone, state, xb, u, cfg, noise, end_ids, hidden)
             xb, lb = noise.update(xb, drawn, drawn_logp, conf, lb, (0, hi - lo, budget - k), rule)
-            steps, passes = steps + 1, passes + 1
+            steps += 1
             x[:, lo:hi], logp[:, lo:hi] = xb, lb
             if on_step is not None:
                 on_step(steps - 1, x)
             if (rule.dynamic or rule.end_ids) and bool(noise.settled(xb, 0, hi - lo)):
                 break
-        state = backbone.extend_prefix(state, xb)
-        passes += 1
+        finished = xb
         if rule.end_ids:
             ended = end_seen(x[:, :hi], rule.end_ids)[:, -1]
             if bool(ended.all()):
                 break
     res = _result(x[:, :cfg.target_length], logp[:, :cfg.target_length], steps, set(end_ids),
                   rule.end_ids)
-    res.passes = passes
+    res.passes = steps  # every cache pass shared a denoising step's; the last block needs none
     return res

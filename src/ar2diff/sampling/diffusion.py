@@ -138,19 +138,22 @@ def confidence_of(logits: torch.Tensor, drawn_logp: torch.Tensor, kind: str) -> 
 
 
 def _step(backbone: Backbone, state: PrefixState, x: torch.Tensor, u: torch.Tensor,
-          cfg: DiffusionSampling, noise: NoiseProcess,
-          end_ids: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+          cfg: DiffusionSampling, noise: NoiseProcess, end_ids: tuple[int, ...],
+          hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One denoising step: tokens drawn at every position ``[R, L]`` (from the uniforms ``u``),
-    their log-probabilities (at tau = 1) and log-confidences.
+    their log-probabilities (at tau = 1) and log-confidences; ``hidden``: the final hidden
+    states of ``x`` when a pass already computed them (decoder-only).
 
     The output projection runs in chunks of positions so that at most ``LOGITS_BUDGET`` logits
     exist at once.
     """
-    if backbone.is_encoder_decoder:  # its decoder returns logits already
-        hidden, head = backbone.logits_from_prefix(state, x, cfg.layout, cfg.shift), None
+    head = None if backbone.is_encoder_decoder else backbone.head
+    if hidden is not None:
+        pass
+    elif backbone.is_encoder_decoder:  # its decoder returns logits already
+        hidden = backbone.logits_from_prefix(state, x, cfg.layout, cfg.shift)
     else:
         hidden = backbone.hidden_from_prefix(state, x, cfg.layout, cfg.shift)
-        head = backbone.head
     rows, length = x.shape
     vocab = backbone.vocab_size
     chunk = max(1, LOGITS_BUDGET // (rows * vocab))
