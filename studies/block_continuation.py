@@ -4,7 +4,8 @@ A block-diffusion model (``objective.block_size``) continues each prompt for ``-
 positions, a block at a time, under each decoding setting (one token per step, and confidence
 thresholds); every forward pass over the target is counted (the finished block's cache pass
 shares the next block's first step). The original AR model (``--scorer``) scores each
-continuation's NLL per token and writes its own greedy continuation as the reference. End
+continuation's NLL per token and writes its own greedy continuation as the reference; the
+share of distinct word 4-grams shows loops, which a low NLL can hide. End
 tokens do not stop decoding here (``eos_stop`` off), so every setting decodes all positions;
 the text is cut at the first end token for scoring. Writes one JSON file.
 
@@ -97,6 +98,13 @@ def main() -> None:
                                        "prompts": PROMPTS, "settings": rows})
 
 
+def distinct_4grams(text: str) -> float:
+    """Distinct word 4-grams over all 4-grams of ``text`` (1 = no repeats; loops score low)."""
+    words = text.split()
+    grams = [tuple(words[i:i + 4]) for i in range(len(words) - 3)]
+    return len(set(grams)) / len(grams) if grams else 1.0
+
+
 def summary(name: str, texts: list[str], positions: int, seconds: float, scorer: TextGenerator,
             passes: int | None) -> dict:
     """One setting's numbers (``passes`` None: AR, one pass per position)."""
@@ -106,7 +114,9 @@ def summary(name: str, texts: list[str], positions: int, seconds: float, scorer:
            "forward_passes": positions if passes is None else passes,
            "positions_per_pass": 1.0 if passes is None else positions / passes,
            "seconds": seconds, "nll": sum(scores) / len(scores) if scores else None,
-           "scored": len(scores), "samples": dict(zip(PROMPTS, texts, strict=True))}
+           "scored": len(scores),
+           "distinct_4grams": sum(map(distinct_4grams, texts)) / len(texts),
+           "samples": dict(zip(PROMPTS, texts, strict=True))}
     print(json.dumps({k: v for k, v in row.items() if k != "samples"}), flush=True)
     return row
 
