@@ -25,6 +25,7 @@ import torch
 from ar2diff.atomic import write_json_atomic
 from ar2diff.decoding import DecodeOptions
 from ar2diff.generation import TextGenerator
+from ar2diff.sampling.fast_blocks import BlockCache
 
 PROMPTS = [
     "It was a dark and stormy night, and the old house",
@@ -44,15 +45,17 @@ SETTINGS = [("one token per step", {}), ("threshold 0.9", {"threshold": 0.9}),
 def count_passes(gen: TextGenerator) -> list[int]:
     """Wrap the backbone's target passes; the returned one-element list counts them."""
     count = [0]
-    bb = gen.backbone
-    for name in ("hidden_from_prefix", "logits_from_prefix", "extend_prefix", "extend_and_hidden"):
-        original = getattr(bb, name)
+    methods = [(gen.backbone, name) for name in ("hidden_from_prefix", "logits_from_prefix",
+                                                 "extend_prefix", "extend_and_hidden")]
+    methods += [(BlockCache, "hidden"), (BlockCache, "extend_and_hidden")]  # the lean passes
+    for owner, name in methods:
+        original = getattr(owner, name)
 
         def counted(*a, _original=original, **k):
             count[0] += 1
             return _original(*a, **k)
 
-        setattr(bb, name, counted)
+        setattr(owner, name, counted)
     return count
 
 

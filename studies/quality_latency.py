@@ -28,6 +28,7 @@ from ar2diff.atomic import write_json_atomic
 from ar2diff.decoding import DecodeOptions
 from ar2diff.evaluation.run import evaluate_model
 from ar2diff.generation import TextGenerator
+from ar2diff.sampling.fast_blocks import BlockCache
 
 CONTINUATION_PROMPTS = [
     "It was a dark and stormy night, and the old house",
@@ -57,6 +58,26 @@ SUNDAE_METHODS = [
 ]
 
 
+_COUNTING: list = [None]  # the counter last reset: lean block passes are charged to it
+
+
+def _count_lean_passes() -> None:
+    """Charge the lean block passes (:mod:`ar2diff.sampling.fast_blocks`), which bypass the
+    backbone's methods, to the counter last reset."""
+    for name in ("hidden", "extend_and_hidden"):
+        original = getattr(BlockCache, name)
+
+        def counted(*a, _original=original, **k):
+            if _COUNTING[0] is not None:
+                _COUNTING[0].passes += 1
+            return _original(*a, **k)
+
+        setattr(BlockCache, name, counted)
+
+
+_count_lean_passes()
+
+
 class Counter:
     """Counts the target forward passes and the answer tokens of a generator's decodes."""
 
@@ -83,6 +104,7 @@ class Counter:
 
     def reset(self) -> None:
         self.passes = self.tokens = 0
+        _COUNTING[0] = self
 
     def rate(self) -> float:
         """Tokens per target forward pass since the last reset."""

@@ -156,3 +156,42 @@ def test_block_diffusion_trains_saves_and_decodes_by_blocks(tmp_path):
     assert gen.tokenizer.mask_token_id not in ids and len(ids) <= 12
     ft = finetune_config(str(result.model_dir), "squad", "diffusion", str(tmp_path / "ft"))
     assert ft.objective.block_size == 4 and ft.objective.anneal_steps == 0
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_the_lean_block_pass_equals_the_model_forward(shift):
+    from ar2diff.sampling.fast_blocks import block_cache
+
+    torch.manual_seed(0)
+    bb = Backbone(tiny_model("llama"), block_size=3)
+    batch = collate([Example((1, 5, 6, 7), ())], PAD_ID)
+
+    def start():
+        return bb.encode_prefix(batch.input_ids, batch.input_mask, "diffusion").repeat_interleave(2)
+
+    state, fast = start(), block_cache(bb, start(), 9)
+    assert fast is not None
+    blocks = torch.randint(3, 39, (2, 9))
+    noisy = torch.where(torch.rand(2, 9) < 0.5, MASK, blocks)
+    worst = float((fast.hidden(noisy[:, :3], shift)
+                   - bb.hidden_from_prefix(state, noisy[:, :3], "diffusion", shift)).abs().max())
+    for lo in (3, 6):  # the finished block joins the cache with the next block's first step
+        clean, fed = blocks[:, lo - 3:lo], noisy[:, lo:lo + 3]
+        state, model = bb.extend_and_hidden(state, clean, fed, "diffusion", shift)
+        worst = max(worst, float((fast.extend_and_hidden(clean, fed, shift) - model).abs().max()))
+        again = fast.hidden(fed, shift)  # a later step of the same block
+        worst = max(worst, float((again - model).abs().max()))
+    assert worst <= 1e-5
+
+
+def test_block_sampling_gives_the_same_tokens_with_and_without_the_lean_pass():
+    bb = Backbone(tiny_model("llama"), block_size=4)
+    cfg = DiffusionSampling(steps=16, candidates=2, target_length=16, temperature=0.7, seed=2,
+                            layout="diffusion", shift=True, threshold=0.3)
+    fast = block_generate(bb, PROMPTS, cfg, MaskNoise(MASK), PAD_ID, EOS)
+    slow = block_generate(bb, PROMPTS, DiffusionSampling(**{**cfg.__dict__, "fast": False}),
+                          MaskNoise(MASK), PAD_ID, EOS)
+    assert [r.all_samples for r in fast] == [r.all_samples for r in slow]
+    assert [s for r in fast for s in r.all_scores] == pytest.approx(
+        [s for r in slow for s in r.all_scores], abs=1e-5)
+    assert [r.passes for r in fast] == [r.passes for r in slow]

@@ -8,7 +8,8 @@ tokens and its keys and values join the cache — exactly what training showed t
 of the next block's first step (:meth:`~ar2diff.models.backbone.Backbone.extend_and_hidden`:
 the clean block does not see the next one), and the last block needs none, so there is one
 forward pass per denoising step. Forward passes cost a block's width or two, not the whole
-target's, and decoding ends at the block where every candidate has revealed an end
+target's, and run through the lean step of :mod:`ar2diff.sampling.fast_blocks` where it
+applies, and decoding ends at the block where every candidate has revealed an end
 token, so length follows the content up to ``target_length``.
 
 Draws are keyed as in :mod:`ar2diff.sampling.diffusion` (by target position and step), and each
@@ -36,6 +37,7 @@ from ar2diff.sampling.diffusion import (
     _step,
     diffusion_generate,
 )
+from ar2diff.sampling.fast_blocks import block_cache
 
 
 def sampler_for(backbone: Backbone) -> Callable[..., list[DiffusionResult]]:
@@ -72,6 +74,7 @@ def _denoise_blocks(backbone: Backbone, prompt: Sequence[int], cfg: DiffusionSam
     logp = torch.zeros(x.shape, device=device)
     ended = torch.zeros(n, dtype=torch.bool, device=device)
     steps, finished = 0, None  # finished: the last settled block, not yet in the cache
+    fast = block_cache(backbone, state, length) if cfg.fast else None
     for lo, hi, budget in noise.schedule(cfg.steps * length // cfg.target_length, length, size):
         xb = torch.where(ended[:, None], pad_id, x[:, lo:hi])  # ended samples: nothing to reveal
         lb = logp[:, lo:hi]
@@ -79,9 +82,14 @@ def _denoise_blocks(backbone: Backbone, prompt: Sequence[int], cfg: DiffusionSam
             u = keyed_uniform(cfg.seed, key, DRAW, steps, cand, pos[:, lo:hi])
             hidden = None
             if finished is not None:  # its cache pass rides with this block's first step
-                state, hidden = backbone.extend_and_hidden(state, finished, xb, cfg.layout,
-                                                           cfg.shift)
+                if fast is not None:
+                    hidden = fast.extend_and_hidden(finished, xb, cfg.shift)
+                else:
+                    state, hidden = backbone.extend_and_hidden(state, finished, xb, cfg.layout,
+                                                               cfg.shift)
                 finished = None
+            elif fast is not None:
+                hidden = fast.hidden(xb, cfg.shift)
             drawn, drawn_logp, conf = _step(backbone, state, xb, u, cfg, noise, end_ids, hidden)
             xb, lb = noise.update(xb, drawn, drawn_logp, conf, lb, (0, hi - lo, budget - k), rule)
             steps += 1

@@ -77,6 +77,7 @@ class DiffusionSampling:
     eos_stop: bool = False  # masked: a sample ends at its first revealed pad / EOS
     eos_penalty: float = 1.0  # > 1 divides the probability of pad / EOS (damps early ends)
     freeze: float = 0.0  # SUNDAE: freeze stable positions this confident (0 = off)
+    fast: bool = True  # block diffusion: the lean block step where it applies
 
 
 @dataclass

@@ -110,6 +110,34 @@ class _LlamaLean(_Lean):
         return self.norm(x)
 
 
+    def block_hidden(self, tokens, pos, t, keys, values, mask, span, tables):
+        """Several tokens per row ``[B, m]`` (positions ``pos`` ``[B, m]``): their keys and
+        values are written at cache columns ``t .. t + m - 1``, they attend to columns ``:span``
+        under ``mask`` (``[B or 1, 1, m, span]``, None: all); final hidden states ``[B, m, D]``."""
+        b, m = tokens.shape
+        hd, kvh = self.head_dim, self.kv_heads
+        groups, half = self.n_heads // kvh, hd // 2
+        cos, sin = tables[0][pos][:, :, None], tables[1][pos][:, :, None]  # [B, m, 1, hd]
+        if mask is not None and groups > 1:  # query rows are (head of the group, token)
+            mask = mask.repeat(1, 1, groups, 1)
+        x = F.embedding(tokens, self.embed).view(b * m, -1)
+        for i, (norm1, qkv, o_proj, norm2, gate_up, act, down, scale) in enumerate(self.layers):
+            q, k, v = qkv(norm1(x))
+            q, k, v = q.view(b, m, -1, hd), k.view(b, m, kvh, hd), v.view(b, m, kvh, hd)
+            q = q * cos + torch.cat((-q[..., half:], q[..., :half]), dim=-1) * sin
+            k = k * cos + torch.cat((-k[..., half:], k[..., :half]), dim=-1) * sin
+            keys[i][:, :, t:t + m] = k.transpose(1, 2)
+            values[i][:, :, t:t + m] = v.transpose(1, 2)
+            q = q.view(b, m, kvh, groups, hd).permute(0, 2, 3, 1, 4).reshape(b, kvh, -1, hd)
+            att = F.scaled_dot_product_attention(q, keys[i][:, :, :span], values[i][:, :, :span],
+                                                 attn_mask=mask, scale=scale)
+            att = att.view(b, kvh, groups, m, hd).permute(0, 3, 1, 2, 4).reshape(b * m, -1)
+            x = x + o_proj(att)
+            g, u = gate_up(norm2(x))
+            x = x + down(act(g) * u)
+        return self.norm(x).view(b, m, -1)
+
+
 class _GPT2Lean(_Lean):
     def __init__(self, model: nn.Module, pack: bool):
         base = model.base_model
@@ -330,6 +358,19 @@ def _compile(lean: _Lean, device_type: str):
     except Exception as err:  # noqa: BLE001
         logger.warning("torch.compile unavailable (%s); decoding without compilation", err)
         return False
+
+
+def lean_for(backbone: Backbone, length: int) -> _Lean | None:
+    """The lean step of ``backbone``'s model over ``length`` positions (eager; its bf16 weights
+    prepacked on a CPU), or ``None`` where the fast path does not apply."""
+    if not _applies(backbone):
+        return None
+    family = _family(backbone.model, length)
+    if family is None:
+        return None
+    pack = (backbone.device.type == "cpu"
+            and packing_works(backbone.model.get_input_embeddings().weight.dtype))
+    return _prepared(backbone.model, family, pack).lean
 
 
 @torch.no_grad()
