@@ -70,6 +70,14 @@ def nll(scorer: TextGenerator, prompt: str, text: str) -> float | None:
     return float(torch.nn.functional.cross_entropy(logits[len(p_ids) - 1:-1], torch.tensor(t_ids)))
 
 
+def model_forward_only() -> None:
+    """Turn the lean target pass off: samplers fall back to the model's own forward."""
+    import ar2diff.sampling.block_diffusion as block
+    import ar2diff.sampling.diffusion as diffusion
+
+    block.block_cache = diffusion.block_cache = lambda *a, **k: None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", help="block-diffusion model folder")
@@ -77,7 +85,11 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=256)
     p.add_argument("--dtype", default="float32")
     p.add_argument("--out", default="studies/results/block_continuation.json")
+    p.add_argument("--model-forward", action="store_true",
+                   help="decode through the model's own forward, without the lean target pass")
     args = p.parse_args()
+    if args.model_forward:
+        model_forward_only()
     gen, scorer = TextGenerator.load(args.model, args.dtype), TextGenerator.load(args.scorer, args.dtype)
     if not gen.backbone.block_size:
         raise SystemExit(f"{args.model}: not a block-diffusion model (no objective.block_size)")
@@ -98,6 +110,7 @@ def main() -> None:
                             scorer, passes[0]))
     write_json_atomic(Path(args.out), {"model": args.model, "scorer": args.scorer,
                                        "tokens": args.tokens, "dtype": args.dtype,
+                                       "lean_pass": not args.model_forward,
                                        "prompts": PROMPTS, "settings": rows})
 
 

@@ -213,6 +213,14 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def model_forward_only() -> None:
+    """Turn the lean target pass off: samplers fall back to the model's own forward."""
+    import ar2diff.sampling.block_diffusion as block
+    import ar2diff.sampling.diffusion as diffusion
+
+    block.block_cache = diffusion.block_cache = lambda *a, **k: None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--diffusion", help="masked-diffusion model fine-tuned on the task")
@@ -237,7 +245,11 @@ def main() -> None:
     p.add_argument("--continuation-limit", type=int, default=40)
     p.add_argument("--continuation-tokens", type=int, default=32)
     p.add_argument("--out", default="studies/results/quality_latency.json")
+    p.add_argument("--model-forward", action="store_true",
+                   help="decode through the model's own forward, without the lean target pass")
     args = p.parse_args()
+    if args.model_forward:
+        model_forward_only()
     args.prompts = continuation_prompts(args.continuation_data, args.continuation_limit)
     scorer = TextGenerator.load(args.scorer, args.dtype) if args.scorer else None
     rows = []
@@ -262,6 +274,7 @@ def main() -> None:
             rows.append(point(name, block, opts, args, scorer, block_adapted))
     out = Path(args.out)
     write_json_atomic(out, {"task": args.task, "limit": args.limit, "dtype": args.dtype,
+                            "lean_pass": not args.model_forward,
                             "candidates": args.candidates,
                             "models": {"diffusion": args.diffusion, "ar": args.ar,
                                        "sundae": args.sundae,

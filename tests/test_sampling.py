@@ -116,14 +116,21 @@ def test_diffusion_is_seeded_and_batch_independent(arch, penalty, mask_id):
 
 def _record_fed_targets(bb: Backbone, monkeypatch) -> list[torch.Tensor]:
     """The target tokens fed to the model at each denoising step, recorded as they pass."""
+    from ar2diff.sampling.fast_blocks import BlockCache
+
     calls = []
-    original = bb.hidden_from_prefix
+    original, lean = bb.hidden_from_prefix, BlockCache.hidden
 
     def spy(state, fed, layout, shift):
         calls.append(fed.clone())
         return original(state, fed, layout, shift)
 
+    def lean_spy(cache, fed, shift):  # the lean pass over the target
+        calls.append(fed.clone())
+        return lean(cache, fed, shift)
+
     monkeypatch.setattr(bb, "hidden_from_prefix", spy)
+    monkeypatch.setattr(BlockCache, "hidden", lean_spy)
     return calls
 
 
@@ -402,3 +409,17 @@ def test_generate_with_stop_sequences_ends_ar_rows_early_with_the_same_text(tmp_
             cut_at_stops(text, [stop])
         assert tokens == whole[:len(tokens)]
     assert len(flat[0]) < len(full[0][0])
+
+
+@pytest.mark.parametrize("noise", [UniformNoise(40), MaskNoise(39)], ids=["uniform", "mask"])
+@pytest.mark.parametrize("shift", [False, True])
+def test_the_lean_target_pass_gives_the_model_forward_tokens(noise, shift):
+    bb = Backbone(tiny_model("llama"))
+    cfg = DiffusionSampling(steps=5, candidates=3, target_length=7, temperature=0.7, seed=4,
+                            shift=shift, block_length=2)
+    fast = diffusion_generate(bb, PROMPTS, cfg, noise, PAD, EOS)
+    slow = diffusion_generate(bb, PROMPTS, DiffusionSampling(**{**cfg.__dict__, "fast": False}),
+                              noise, PAD, EOS)
+    assert [r.all_samples for r in fast] == [r.all_samples for r in slow]
+    assert [s for r in fast for s in r.all_scores] == pytest.approx(
+        [s for r in slow for s in r.all_scores], abs=1e-5)

@@ -36,6 +36,7 @@ from ar2diff.decoding import (
 from ar2diff.models.backbone import Backbone, PrefixState
 from ar2diff.noise.base import NoiseProcess, StepRule, end_seen
 from ar2diff.rng import keyed_uniform, prompt_key
+from ar2diff.sampling.fast_blocks import block_cache
 from ar2diff.sampling.freeze import freeze_step
 
 CANVAS, DRAW = 1, 2  # purposes of keyed draws: the initial canvas, the draw of a step
@@ -77,7 +78,7 @@ class DiffusionSampling:
     eos_stop: bool = False  # masked: a sample ends at its first revealed pad / EOS
     eos_penalty: float = 1.0  # > 1 divides the probability of pad / EOS (damps early ends)
     freeze: float = 0.0  # SUNDAE: freeze stable positions this confident (0 = off)
-    fast: bool = True  # block diffusion: the lean block step where it applies
+    fast: bool = True  # the lean step over the target (sampling/fast_blocks.py) where it applies
 
 
 @dataclass
@@ -253,8 +254,11 @@ def denoise_group(backbone: Backbone, prompts: Sequence[Sequence[int]], seeds: S
     active = list(range(len(prompts)))
     frozen = _frozen_start(cfg, noise, x)
     freeze_ends = end_ids if cfg.eos_stop else ()
+    fast = block_cache(backbone, state, length) if cfg.fast else None
     while active:
-        drawn, drawn_logp, conf = _step(backbone, state, x, draws(DRAW, steps), cfg, noise, end_ids)
+        hidden = None if fast is None else fast.hidden(x, cfg.shift)
+        drawn, drawn_logp, conf = _step(backbone, state, x, draws(DRAW, steps), cfg, noise,
+                                        end_ids, hidden)
         for i in list(active):
             rows = slice(i * n, (i + 1) * n)
             (b, k), (lo, hi, budget) = at[i], plan[at[i][0]]

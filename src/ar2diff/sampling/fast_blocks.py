@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import torch
 
-from ar2diff.models.attention import PAD, position_ids
 from ar2diff.models.backbone import Backbone, PrefixState
 from ar2diff.sampling.fast_ar import lean_for
 
@@ -36,9 +35,10 @@ class BlockCache:
                 buf[:, :, :width] = part
                 store.append(buf)
         self.t = width  # the cache column of the next target token
-        self.pos = position_ids(state.roles)[:, -1:] + 1  # [rows, 1]: its position id
+        device = state.last_hidden.device
+        self.pos = torch.full((rows, 1), width, device=device)  # its position id (no padding)
         self.last_hidden = state.last_hidden
-        self.tables = lean.tables(int(self.pos.max()) + capacity + 1, state.last_hidden.device)
+        self.tables = lean.tables(width + capacity + 1, device)
 
     def _run(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         pos = self.pos + torch.arange(tokens.shape[1], device=tokens.device)
@@ -70,9 +70,10 @@ class BlockCache:
 
 
 def block_cache(backbone: Backbone, state: PrefixState, capacity: int) -> BlockCache | None:
-    """A :class:`BlockCache` over ``state`` with room for ``capacity`` target tokens, or
-    ``None`` where the lean step does not apply (other families, padded prompts, …)."""
-    if state.cache is None or bool((state.roles == PAD).any()):
+    """A :class:`BlockCache` over ``state`` (prompts without padding: one prompt, or prompts of
+    one length) with room for ``capacity`` target tokens, or ``None`` where the lean step does not
+    apply (encoder–decoder and other families). Reads nothing back to the host."""
+    if state.cache is None:
         return None
     lean = lean_for(backbone, state.roles.shape[1] + capacity)
     if lean is None or not hasattr(lean, "block_hidden"):
