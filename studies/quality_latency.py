@@ -8,7 +8,7 @@ prompts, or the openings of held-out book paragraphs with ``--continuation-data`
 the same methods — with the adapted model before fine-tuning when ``--adapted`` is given, and
 by the scorer itself for the AR point — and scored by the original AR model's NLL per token.
 A SUNDAE model (``--sundae``) adds its own points: T steps, early stop, and freezing.
-Writes one JSON file (``*quality*.json``) and one PNG curve.
+Writes one JSON file (``*quality*.json``, rewritten after every point) and one PNG curve.
 
     python studies/quality_latency.py --diffusion runs/squad-diff/model --ar runs/squad-ar/model \
         --block runs/squad-block/model --limit 200 --out studies/results/quality_latency.json
@@ -50,11 +50,11 @@ METHODS = [
 
 # SUNDAE decodings (``--sundae``): T = target length, then the ways to end before T
 SUNDAE_METHODS = [
+    ("SUNDAE, freeze 0.9", {"freeze": 0.9}),
+    ("SUNDAE, freeze 0.5", {"freeze": 0.5}),
     ("SUNDAE, T steps", {}),
     ("SUNDAE, early stop", {"early_stop": True}),
-    ("SUNDAE, freeze 0.9", {"freeze": 0.9}),
     ("SUNDAE, freeze 0.7", {"freeze": 0.7}),
-    ("SUNDAE, freeze 0.5", {"freeze": 0.5}),
 ]
 
 
@@ -173,6 +173,8 @@ def point(name: str, gen: TextGenerator, opts: DecodeOptions, args: argparse.Nam
                    continuation_tokens_per_forward=1.0 if wcount is None else wcount.rate(),
                    continuation_samples=dict(zip(prompts, texts, strict=True)))
     print(json.dumps({k: v for k, v in row.items() if k != "continuation_samples"}), flush=True)
+    if getattr(args, "save", None):
+        args.save(row)
     return row
 
 
@@ -252,17 +254,29 @@ def main() -> None:
         model_forward_only()
     args.prompts = continuation_prompts(args.continuation_data, args.continuation_limit)
     scorer = TextGenerator.load(args.scorer, args.dtype) if args.scorer else None
-    rows = []
+    out, rows = Path(args.out), []
+    header = {"task": args.task, "limit": args.limit, "dtype": args.dtype,
+              "lean_pass": not args.model_forward, "candidates": args.candidates,
+              "models": {"diffusion": args.diffusion, "ar": args.ar, "sundae": args.sundae,
+                         "block": args.block, "scorer": args.scorer, "adapted": args.adapted,
+                         "block_adapted": args.block_adapted},
+              "continuation": {"data": args.continuation_data, "prompts": len(args.prompts),
+                               "tokens": args.continuation_tokens}}
+
+    def save(row: dict) -> None:  # after every point: a long run keeps what it measured
+        rows.append(row)
+        write_json_atomic(out, {**header, "points": rows})
+
+    args.save = save
     if args.ar:
-        rows.append(point("AR greedy", TextGenerator.load(args.ar, args.dtype),
-                          DecodeOptions(mode="ar"), args, scorer, scorer, ar=True))
+        point("AR greedy", TextGenerator.load(args.ar, args.dtype), DecodeOptions(mode="ar"), args,
+              scorer, scorer, ar=True)
     if args.diffusion:
         gen = TextGenerator.load(args.diffusion, args.dtype)
         adapted = TextGenerator.load(args.adapted, args.dtype) if args.adapted and scorer else None
-        rows += decode_points(gen, METHODS, args, scorer, adapted)
+        decode_points(gen, METHODS, args, scorer, adapted)
     if args.sundae:
-        rows += decode_points(TextGenerator.load(args.sundae, args.dtype), SUNDAE_METHODS, args,
-                              scorer)
+        decode_points(TextGenerator.load(args.sundae, args.dtype), SUNDAE_METHODS, args, scorer)
     if args.block:
         block = TextGenerator.load(args.block, args.dtype)
         block_adapted = (TextGenerator.load(args.block_adapted, args.dtype)
@@ -271,20 +285,7 @@ def main() -> None:
                                                         {"threshold": 0.9})):
             opts = DecodeOptions(mode="diffusion", steps=block.meta.target_length,
                                  candidates=args.candidates, **fields)
-            rows.append(point(name, block, opts, args, scorer, block_adapted))
-    out = Path(args.out)
-    write_json_atomic(out, {"task": args.task, "limit": args.limit, "dtype": args.dtype,
-                            "lean_pass": not args.model_forward,
-                            "candidates": args.candidates,
-                            "models": {"diffusion": args.diffusion, "ar": args.ar,
-                                       "sundae": args.sundae,
-                                       "block": args.block, "scorer": args.scorer,
-                                       "adapted": args.adapted,
-                                       "block_adapted": args.block_adapted},
-                            "continuation": {"data": args.continuation_data,
-                                             "prompts": len(args.prompts),
-                                             "tokens": args.continuation_tokens},
-                            "points": rows})
+            point(name, block, opts, args, scorer, block_adapted)
     plot(rows, out.with_suffix(".png"))
 
 
