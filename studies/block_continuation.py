@@ -20,12 +20,11 @@ import json
 import time
 from pathlib import Path
 
-import torch
+from quality_latency import ar_nll, counter_for, model_forward_only
 
 from ar2diff.atomic import write_json_atomic
 from ar2diff.decoding import DecodeOptions
 from ar2diff.generation import TextGenerator
-from ar2diff.sampling.fast_blocks import BlockCache
 
 PROMPTS = [
     "It was a dark and stormy night, and the old house",
@@ -40,42 +39,6 @@ PROMPTS = [
 
 SETTINGS = [("one token per step", {}), ("threshold 0.9", {"threshold": 0.9}),
             ("threshold 0.7", {"threshold": 0.7}), ("threshold 0.5", {"threshold": 0.5})]
-
-
-def count_passes(gen: TextGenerator) -> list[int]:
-    """Wrap the backbone's target passes; the returned one-element list counts them."""
-    count = [0]
-    methods = [(gen.backbone, name) for name in ("hidden_from_prefix", "logits_from_prefix",
-                                                 "extend_prefix", "extend_and_hidden")]
-    methods += [(BlockCache, "hidden"), (BlockCache, "extend_and_hidden")]  # the lean passes
-    for owner, name in methods:
-        original = getattr(owner, name)
-
-        def counted(*a, _original=original, **k):
-            count[0] += 1
-            return _original(*a, **k)
-
-        setattr(owner, name, counted)
-    return count
-
-
-@torch.no_grad()
-def nll(scorer: TextGenerator, prompt: str, text: str) -> float | None:
-    """The scorer's mean NLL per token of ``text`` after ``prompt`` (None for empty text)."""
-    tok = scorer.tokenizer
-    p_ids, t_ids = tok.encode(prompt, add_special_tokens=False), tok.encode(text, add_special_tokens=False)
-    if not t_ids:
-        return None
-    logits = scorer.backbone.model(input_ids=torch.tensor([p_ids + t_ids])).logits[0].float()
-    return float(torch.nn.functional.cross_entropy(logits[len(p_ids) - 1:-1], torch.tensor(t_ids)))
-
-
-def model_forward_only() -> None:
-    """Turn the lean target pass off: samplers fall back to the model's own forward."""
-    import ar2diff.sampling.block_diffusion as block
-    import ar2diff.sampling.diffusion as diffusion
-
-    block.block_cache = diffusion.block_cache = lambda *a, **k: None
 
 
 def main() -> None:
@@ -93,7 +56,7 @@ def main() -> None:
     gen, scorer = TextGenerator.load(args.model, args.dtype), TextGenerator.load(args.scorer, args.dtype)
     if not gen.backbone.block_size:
         raise SystemExit(f"{args.model}: not a block-diffusion model (no objective.block_size)")
-    passes = count_passes(gen)
+    counter = counter_for(gen)  # counts the target passes, the lean ones included
     rows = []
     start = time.perf_counter()
     ar = [o[0] for o in scorer.generate(PROMPTS, DecodeOptions(mode="ar", max_new_tokens=args.tokens,
@@ -103,11 +66,11 @@ def main() -> None:
     for name, fields in SETTINGS:
         opts = DecodeOptions(mode="diffusion", steps=args.tokens, max_new_tokens=args.tokens,
                              candidates=1, eos_stop=False, chat=False, **fields)
-        passes[0] = 0
+        counter.reset()
         start = time.perf_counter()
         texts = [o[0] for o in gen.generate(PROMPTS, opts)]
         rows.append(summary(name, texts, len(PROMPTS) * args.tokens, time.perf_counter() - start,
-                            scorer, passes[0]))
+                            scorer, counter.passes))
     write_json_atomic(Path(args.out), {"model": args.model, "scorer": args.scorer,
                                        "tokens": args.tokens, "dtype": args.dtype,
                                        "lean_pass": not args.model_forward,
@@ -124,7 +87,7 @@ def distinct_4grams(text: str) -> float:
 def summary(name: str, texts: list[str], positions: int, seconds: float, scorer: TextGenerator,
             passes: int | None) -> dict:
     """One setting's numbers (``passes`` None: AR, one pass per position)."""
-    scores = [x for x in (nll(scorer, p, t) for p, t in zip(PROMPTS, texts, strict=True))
+    scores = [x for x in (ar_nll(scorer, p, t) for p, t in zip(PROMPTS, texts, strict=True))
               if x is not None]
     row = {"setting": name, "positions": positions,
            "forward_passes": positions if passes is None else passes,

@@ -150,12 +150,10 @@ def _step(backbone: Backbone, state: PrefixState, x: torch.Tensor, u: torch.Tens
     exist at once.
     """
     head = None if backbone.is_encoder_decoder else backbone.head
-    if hidden is not None:
-        pass
-    elif backbone.is_encoder_decoder:  # its decoder returns logits already
-        hidden = backbone.logits_from_prefix(state, x, cfg.layout, cfg.shift)
-    else:
-        hidden = backbone.hidden_from_prefix(state, x, cfg.layout, cfg.shift)
+    if hidden is None:  # an encoder-decoder's decoder returns logits already
+        forward = (backbone.logits_from_prefix if backbone.is_encoder_decoder
+                   else backbone.hidden_from_prefix)
+        hidden = forward(state, x, cfg.layout, cfg.shift)
     rows, length = x.shape
     vocab = backbone.vocab_size
     chunk = max(1, LOGITS_BUDGET // (rows * vocab))

@@ -64,6 +64,12 @@ class _Lean:
         return ()
 
 
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary positions as ``transformers`` applies them (rotate-half convention)."""
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
 class _LlamaLean(_Lean):
     def __init__(self, model: nn.Module, pack: bool):
         base = model.base_model
@@ -91,14 +97,12 @@ class _LlamaLean(_Lean):
     def hidden(self, tokens, pos, t, keys, values, mask, span, tables):
         b, hd, kvh = tokens.shape[0], self.head_dim, self.kv_heads
         n_q = self.n_heads * hd
-        half = hd // 2
         cos, sin = tables[0][pos][:, None], tables[1][pos][:, None]  # [B, 1, hd]
         x = F.embedding(tokens, self.embed)  # [B, D]
         for i, (norm1, qkv, o_proj, norm2, gate_up, act, down, scale) in enumerate(self.layers):
             q, k, v = qkv(norm1(x))
             q, k, v = q.view(b, -1, hd), k.view(b, kvh, hd), v.view(b, kvh, hd)
-            q = q * cos + torch.cat((-q[..., half:], q[..., :half]), dim=-1) * sin
-            k = k * cos + torch.cat((-k[..., half:], k[..., :half]), dim=-1) * sin
+            q, k = _rope(q, cos, sin), _rope(k, cos, sin)
             keys[i].index_copy_(2, t, k[:, :, None])
             values[i].index_copy_(2, t, v[:, :, None])
             att = F.scaled_dot_product_attention(
@@ -109,14 +113,13 @@ class _LlamaLean(_Lean):
             x = x + down(act(g) * u)
         return self.norm(x)
 
-
     def block_hidden(self, tokens, pos, t, keys, values, mask, span, tables):
         """Several tokens per row ``[B, m]`` (positions ``pos`` ``[B, m]``): their keys and
         values are written at cache columns ``t .. t + m - 1``, they attend to columns ``:span``
         under ``mask`` (``[B or 1, 1, m, span]``, None: all); final hidden states ``[B, m, D]``."""
         b, m = tokens.shape
         hd, kvh = self.head_dim, self.kv_heads
-        groups, half = self.n_heads // kvh, hd // 2
+        groups = self.n_heads // kvh
         cos, sin = tables[0][pos][:, :, None], tables[1][pos][:, :, None]  # [B, m, 1, hd]
         if mask is not None and groups > 1:  # query rows are (head of the group, token)
             mask = mask.repeat(1, 1, groups, 1)
@@ -124,8 +127,7 @@ class _LlamaLean(_Lean):
         for i, (norm1, qkv, o_proj, norm2, gate_up, act, down, scale) in enumerate(self.layers):
             q, k, v = qkv(norm1(x))
             q, k, v = q.view(b, m, -1, hd), k.view(b, m, kvh, hd), v.view(b, m, kvh, hd)
-            q = q * cos + torch.cat((-q[..., half:], q[..., :half]), dim=-1) * sin
-            k = k * cos + torch.cat((-k[..., half:], k[..., :half]), dim=-1) * sin
+            q, k = _rope(q, cos, sin), _rope(k, cos, sin)
             keys[i][:, :, t:t + m] = k.transpose(1, 2)
             values[i][:, :, t:t + m] = v.transpose(1, 2)
             q = q.view(b, m, kvh, groups, hd).permute(0, 2, 3, 1, 4).reshape(b, kvh, -1, hd)
@@ -360,17 +362,24 @@ def _compile(lean: _Lean, device_type: str):
         return False
 
 
-def lean_for(backbone: Backbone, length: int) -> _Lean | None:
-    """The lean step of ``backbone``'s model over ``length`` positions (eager; its bf16 weights
-    prepacked on a CPU), or ``None`` where the fast path does not apply."""
+def _entry(backbone: Backbone, length: int, compile: bool) -> _Prepared | None:
+    """The prepared lean step of ``backbone``'s model over ``length`` positions (bf16 weights
+    prepacked on a CPU unless compiled), or ``None`` where the fast path does not apply."""
     if not _applies(backbone):
         return None
     family = _family(backbone.model, length)
     if family is None:
         return None
-    pack = (backbone.device.type == "cpu"
+    pack = (backbone.device.type == "cpu" and not compile
             and packing_works(backbone.model.get_input_embeddings().weight.dtype))
-    return _prepared(backbone.model, family, pack).lean
+    return _prepared(backbone.model, family, pack)
+
+
+def lean_for(backbone: Backbone, length: int) -> _Lean | None:
+    """The eager lean step of ``backbone``'s model over ``length`` positions, or ``None``
+    where the fast path does not apply."""
+    entry = _entry(backbone, length, compile=False)
+    return None if entry is None else entry.lean
 
 
 @torch.no_grad()
@@ -380,15 +389,10 @@ def fast_decoder(backbone: Backbone, inputs: Sequence[Sequence[int]], pad_id: in
 
     ``compile``: ``None`` compiles on CUDA only.
     """
-    if not _applies(backbone):
-        return None
-    width = max(1, max(len(x) for x in inputs))
-    family = _family(backbone.model, width + max_new_tokens)
-    if family is None:
-        return None
     if compile is None:
         compile = backbone.device.type == "cuda"
-    pack = (backbone.device.type == "cpu" and not compile
-            and packing_works(backbone.model.get_input_embeddings().weight.dtype))
-    entry = _prepared(backbone.model, family, pack)
+    width = max(1, max(len(x) for x in inputs))
+    entry = _entry(backbone, width + max_new_tokens, compile)
+    if entry is None:
+        return None
     return FastDecoder(backbone, entry, inputs, pad_id, layout, max_new_tokens, compile)

@@ -2,9 +2,9 @@
 
 SUNDAE redraws every target position at every step, so a sample never settles on its own and
 runs its T steps (or stops when a whole step changes nothing, ``early_stop``). With a freeze
-threshold p, a position freezes once a step draws again the token the step before drew
-there, with probability at least p (at tau = 1); a frozen position keeps its token and score for good. An
-input is done when every position of its N candidates is frozen, or lies after a frozen end
+threshold p, a position freezes once a step draws again the token the step before drew there,
+with probability at least p (at tau = 1); a frozen position keeps its token and score for good.
+An input is done when every position of its N candidates is frozen, or lies after a frozen end
 token — the masked sampler's threshold rule, carried over to a process without masks.
 """
 
