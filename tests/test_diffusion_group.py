@@ -11,6 +11,7 @@ from conftest import tiny_model
 from ar2diff.models.backbone import Backbone
 from ar2diff.noise.mask import MaskNoise
 from ar2diff.noise.uniform import UniformNoise
+from ar2diff.sampling.block_diffusion import block_generate
 from ar2diff.sampling.diffusion import DiffusionSampling, diffusion_generate
 from ar2diff.sampling.diffusion_group import diffusion_generate_group
 from ar2diff.sampling.steps import StepRecord, diffusion_start
@@ -96,3 +97,45 @@ def test_inputs_that_finish_at_different_steps_keep_their_results_alone(rules):
     assert [r.all_samples for r in together] == [r.all_samples for r in alone]
     assert [r.steps for r in together] == [r.steps for r in alone]
     assert len({r.steps for r in alone}) > 1  # they did finish at different steps
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rules", [{}, {"threshold": 0.4, "eos_stop": True, "eos_penalty": 0.05}],
+                         ids=["schedule", "threshold-eos"])
+@pytest.mark.parametrize("fast", [True, False], ids=["lean", "model-forward"])
+def test_block_diffusion_groups_give_each_run_its_result_alone(dtype, rules, fast):
+    """Runs of one prompt (a request's completions) and prompts of one length share block
+    passes, and each keeps its own steps, stop and tokens."""
+    bb = Backbone(tiny_model("llama").to(dtype), block_size=4)
+    with torch.no_grad():  # sharper distributions: confidences and end tokens spread out
+        bb.model.lm_head.weight *= 3
+    cfg = DiffusionSampling(steps=24, candidates=1, target_length=24, temperature=1.0,
+                            layout="diffusion", shift=True, fast=fast, **rules)
+    inputs = [SAME_LENGTH[1]] * 4 + SAME_LENGTH[2:3]
+    seeds = [0, 1, 2, 3, 0]
+    steps = []
+    together = diffusion_generate_group(bb, inputs, seeds, cfg, MaskNoise(39), PAD, EOS,
+                                        on_step=lambda i, s, c: steps.append((i, s)))
+    alone = [block_generate(bb, [x], replace(cfg, seed=s), MaskNoise(39), PAD, EOS)[0]
+             for x, s in zip(inputs, seeds, strict=True)]
+    assert [r.all_samples for r in together] == [r.all_samples for r in alone]
+    assert [r.all_scores for r in together] == [r.all_scores for r in alone]
+    assert [r.passes for r in together] == [r.passes for r in alone]
+    assert [sum(1 for j, _ in steps if j == i) for i in range(5)] == [r.steps for r in alone]
+    if rules:  # the rules did end runs apart
+        assert len({r.steps for r in alone}) > 1
+    assert len({tuple(r.tokens) for r in together[:4]}) > 1  # the seeds matter
+
+
+def test_completions_of_a_block_model_share_passes_with_the_results_of_runs_alone():
+    bb = Backbone(tiny_model("llama"), block_size=4)
+    cfg = DiffusionSampling(steps=8, candidates=1, target_length=8, temperature=1.0,
+                            layout="diffusion", shift=True)
+    order = []
+    diffusion_generate_group(bb, [SAME_LENGTH[0]] * 3, [5, 6, 7], cfg, MaskNoise(39), PAD, EOS,
+                             on_step=lambda i, s, c: order.append(i))
+    assert order[:3] == [0, 1, 2]  # step by step, not run by run
+    few = replace(cfg, target_length=2)  # blocks of 4 over 2 positions: still 4 rows a pass
+    assert diffusion_generate_group(bb, [SAME_LENGTH[0]] * 2, [5, 6], few, MaskNoise(39), PAD,
+                                    EOS)[1].all_samples == block_generate(
+        bb, [SAME_LENGTH[0]], replace(few, seed=6), MaskNoise(39), PAD, EOS)[0].all_samples

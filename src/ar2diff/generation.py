@@ -18,6 +18,7 @@ from ar2diff.noise.base import NoiseProcess
 from ar2diff.sampling.autoregressive import ARSampling, ar_generate
 from ar2diff.sampling.block_diffusion import sampler_for
 from ar2diff.sampling.diffusion import DiffusionSampling
+from ar2diff.sampling.diffusion_group import diffusion_generate_group
 from ar2diff.sampling.steps import StepRecord, ar_canvas, ar_start, diffusion_start
 from ar2diff.stops import StopWatch
 from ar2diff.tokenization import encode_prompt_text, special_ids
@@ -105,7 +106,7 @@ class TextGenerator:
         if mode == "ar":
             rows = opts.completions * (opts.num_beams if opts.strategy == "beam" else 1)
             return rows * (2 * layers * total * hidden * 4 + 2 * vocab * 4)
-        rows = self.diffusion_config(opts).candidates
+        rows = self.diffusion_config(opts).candidates * opts.completions  # completions share passes
         step = rows * length * (2 * vocab * 4 + 2 * heads * total * 4 + 4 * hidden * 4)
         return step + rows * 2 * layers * total * hidden * 4
 
@@ -150,12 +151,11 @@ class TextGenerator:
             return ar_generate(self.backbone, inputs, cfg, self.ids["eos"], self.ids["pad"],
                                on_token=None if watch is None else lambda _, tok: watch.ended(tok.tolist()))
         cfg = self.diffusion_config(opts)
-        out, sample = [], sampler_for(self.backbone)
-        for k in range(opts.completions):
-            res = sample(self.backbone, inputs, replace(cfg, seed=opts.seed + k), self.noise,
-                         self.ids["pad"], self.ids["eos"])
-            out.append([r.tokens for r in res])
-        return [[o[i] for o in out] for i in range(len(inputs))]
+        seeds = [opts.seed + k for k in range(opts.completions)]  # one prompt's runs share passes
+        return [[r.tokens for r in diffusion_generate_group(self.backbone, [x] * len(seeds), seeds,
+                                                            cfg, self.noise, self.ids["pad"],
+                                                            self.ids["eos"])]
+                for x in inputs]
 
     def ar_config(self, opts: DecodeOptions) -> ARSampling:
         """AR sampling settings: ``opts`` over the model's defaults."""

@@ -13,7 +13,9 @@ applies, and decoding ends at the block where every candidate has revealed an en
 token, so length follows the content up to ``target_length``.
 
 Draws are keyed as in :mod:`ar2diff.sampling.diffusion` (by target position and step), and each
-input runs alone, so results do not depend on the batch.
+input runs alone, so results do not depend on the batch. Several runs of one prompt (its
+completions, each with its own seed) may share passes (:func:`denoise_blocks`, through
+:func:`ar2diff.sampling.diffusion_group.diffusion_generate_group`) with the same results.
 """
 
 from __future__ import annotations
@@ -22,8 +24,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ar2diff.data.batching import Example, collate
-from ar2diff.models.backbone import Backbone
+from ar2diff.models.backbone import Backbone, PrefixState
 from ar2diff.noise.base import NoiseProcess, end_seen
 from ar2diff.rng import keyed_uniform, prompt_key
 from ar2diff.sampling.diffusion import (
@@ -36,6 +37,7 @@ from ar2diff.sampling.diffusion import (
     _rule,
     _step,
     diffusion_generate,
+    encode,
 )
 from ar2diff.sampling.fast_blocks import block_cache
 
@@ -54,32 +56,47 @@ def block_generate(backbone: Backbone, inputs: Sequence[Sequence[int]], cfg: Dif
     the best per input, as :func:`~ar2diff.sampling.diffusion.diffusion_generate`."""
     if not backbone.block_size:
         raise ValueError("block_generate needs a backbone with block_size > 0")
-    return [_denoise_blocks(backbone, x, cfg, noise, pad_id, eos_id,
-                            None if on_step is None else (lambda s, c, i=i: on_step(i, s, c)))
+    return [denoise_blocks(backbone, [x], [cfg.seed], encode(backbone, x, cfg.layout, pad_id), cfg,
+                           noise, pad_id, eos_id,
+                           None if on_step is None else (lambda _, s, c, i=i: on_step(i, s, c)))[0]
             for i, x in enumerate(inputs)]
 
 
-def _denoise_blocks(backbone: Backbone, prompt: Sequence[int], cfg: DiffusionSampling,
-                    noise: NoiseProcess, pad_id: int, eos_id: int, on_step) -> DiffusionResult:
-    """The N candidates of one input, block by block, with an exact cache of finished blocks."""
+def denoise_blocks(backbone: Backbone, prompts: Sequence[Sequence[int]], seeds: Sequence[int],
+                   state: PrefixState, cfg: DiffusionSampling, noise: NoiseProcess, pad_id: int,
+                   eos_id: int, on_step: StepHook | None = None) -> list[DiffusionResult]:
+    """The N candidates of each prompt (seed ``seeds[i]``), block by block with an exact cache
+    of finished blocks, in shared forward passes over the prompts' stacked ``state``.
+
+    All prompts move through the blocks together; within a block each takes its own steps
+    (keyed by its own step count) and one that settles early, or has ended, rides along
+    unchanged, so each gets the tokens it gets alone wherever a pass's rows are computed as
+    they are alone (:mod:`ar2diff.sampling.diffusion_group`).
+    """
     n, size, device = cfg.candidates, backbone.block_size, backbone.device
+    groups = len(prompts)
     length = -(-cfg.target_length // size) * size  # whole blocks; cut to target_length at the end
-    batch = collate([Example(tuple(prompt), ())], pad_id)
-    state = backbone.encode_prefix(batch.input_ids, batch.input_mask, cfg.layout).repeat_interleave(n)
-    key, end_ids = prompt_key(prompt), (pad_id, eos_id)
+    state = state.repeat_interleave(n)
+    keys, end_ids = [prompt_key(p) for p in prompts], (pad_id, eos_id)
     rule = _rule(cfg, noise, end_ids, pad_id)
     cand = torch.arange(n, device=device)[:, None]
     pos = torch.arange(length, device=device)[None, :]
-    x = noise.initial_canvas(keyed_uniform(cfg.seed, key, CANVAS, 0, cand, pos))
+
+    def draws(purpose: int, steps: Sequence[int], lo: int, hi: int) -> torch.Tensor:
+        return torch.cat([keyed_uniform(seed, key, purpose, s, cand, pos[:, lo:hi])
+                          for seed, key, s in zip(seeds, keys, steps, strict=True)])
+
+    x = noise.initial_canvas(draws(CANVAS, [0] * groups, 0, length))
     logp = torch.zeros(x.shape, device=device)
-    ended = torch.zeros(n, dtype=torch.bool, device=device)
-    steps, finished = 0, None  # finished: the last settled block, not yet in the cache
+    ended = torch.zeros(groups * n, dtype=torch.bool, device=device)
+    steps, live = [0] * groups, list(range(groups))
+    finished = None  # the last settled block, not yet in the cache
     fast = block_cache(backbone, state, length) if cfg.fast else None
     for lo, hi, budget in noise.schedule(cfg.steps * length // cfg.target_length, length, size):
         xb = torch.where(ended[:, None], pad_id, x[:, lo:hi])  # ended samples: nothing to reveal
         lb = logp[:, lo:hi]
+        active = list(live)
         for k in range(hi - lo if rule.dynamic else budget):
-            u = keyed_uniform(cfg.seed, key, DRAW, steps, cand, pos[:, lo:hi])
             hidden = None
             if finished is not None:  # its cache pass rides with this block's first step
                 if fast is not None:
@@ -90,20 +107,52 @@ def _denoise_blocks(backbone: Backbone, prompt: Sequence[int], cfg: DiffusionSam
                 finished = None
             elif fast is not None:
                 hidden = fast.hidden(xb, cfg.shift)
-            drawn, drawn_logp, conf = _step(backbone, state, xb, u, cfg, noise, end_ids, hidden)
-            xb, lb = noise.update(xb, drawn, drawn_logp, conf, lb, (0, hi - lo, budget - k), rule)
-            steps += 1
-            x[:, lo:hi], logp[:, lo:hi] = xb, lb
-            if on_step is not None:
-                on_step(steps - 1, x)
-            if (rule.dynamic or rule.end_ids) and bool(noise.settled(xb, 0, hi - lo)):
-                break
+            drawn, drawn_logp, conf = _step(backbone, state, xb, draws(DRAW, steps, lo, hi), cfg,
+                                            noise, end_ids, hidden)
+            new, new_lb = noise.update(xb, drawn, drawn_logp, conf, lb, (0, hi - lo, budget - k),
+                                       rule)
+            rows = _rows(active, n, groups * n, device)[:, None]
+            xb, lb = torch.where(rows, new, xb), torch.where(rows, new_lb, lb)
+            x[:, lo:hi] = torch.where(rows, xb, x[:, lo:hi])  # an ended prompt's canvas stays
+            logp[:, lo:hi] = torch.where(rows, lb, logp[:, lo:hi])
+            for i in active:
+                steps[i] += 1
+                if on_step is not None:
+                    on_step(i, steps[i] - 1, x[i * n:(i + 1) * n])
+            if rule.dynamic or rule.end_ids:
+                active = _unsettled(noise, xb, active, n, hi - lo)
+                if not active:
+                    break
         finished = xb
         if rule.end_ids:
             ended = end_seen(x[:, :hi], rule.end_ids)[:, -1]
-            if bool(ended.all()):
+            done = ended.view(groups, n).all(1).tolist()
+            live = [i for i in live if not done[i]]
+            if not live:
                 break
-    res = _result(x[:, :cfg.target_length], logp[:, :cfg.target_length], steps, set(end_ids),
-                  rule.end_ids)
-    res.passes = steps  # every cache pass shared a denoising step's; the last block needs none
-    return res
+    out = []
+    for i in range(groups):
+        res = _result(x[i * n:(i + 1) * n, :cfg.target_length],
+                      logp[i * n:(i + 1) * n, :cfg.target_length], steps[i], set(end_ids),
+                      rule.end_ids)
+        res.passes = steps[i]  # every cache pass shared a denoising step's; the last block none
+        out.append(res)
+    return out
+
+
+def _rows(active: list[int], n: int, total: int, device: torch.device) -> torch.Tensor:
+    """A row mask of the prompts in ``active`` (N rows each)."""
+    rows = torch.zeros(total, dtype=torch.bool)
+    for i in active:
+        rows[i * n:(i + 1) * n] = True
+    return rows.to(device)
+
+
+def _unsettled(noise: NoiseProcess, xb: torch.Tensor, active: list[int], n: int,
+               width: int) -> list[int]:
+    """The prompts of ``active`` whose block still has a position to reveal (one host read);
+    all of them when ``noise`` cannot tell."""
+    flags = [noise.settled(xb[i * n:(i + 1) * n], 0, width) for i in active]
+    if any(f is None for f in flags):
+        return active
+    return [i for i, s in zip(active, torch.stack(flags).tolist(), strict=True) if not s]

@@ -8,6 +8,9 @@ Only the number of rows of each matrix product changes; with at least :data:`MIN
 per input that leaves every row's result bit for bit as it is alone on the CPU
 (``tests/test_diffusion_group.py`` checks samples and scores in float32 and bfloat16; on a GPU
 the kernels a row count selects may round differently, which the same test would show there).
+Block diffusion models share passes the same way, a block at a time
+(:func:`~ar2diff.sampling.block_diffusion.denoise_blocks`). The several completions of one
+prompt (seeds ``seed``, ``seed + 1``, …) are such a group.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 
 from ar2diff.models.backbone import Backbone, PrefixState
 from ar2diff.noise.base import NoiseProcess
-from ar2diff.sampling.block_diffusion import sampler_for
+from ar2diff.sampling.block_diffusion import denoise_blocks, sampler_for
 from ar2diff.sampling.diffusion import (
     DiffusionResult,
     DiffusionSampling,
@@ -29,12 +32,16 @@ from ar2diff.sampling.diffusion import (
 )
 
 MIN_ROWS = 16  # fewer rows than this per input: CPU matrix kernels round them by the row count
+BLOCK_MIN_ROWS = 4  # the same for block diffusion's passes (a block's positions per input)
 
 
-def can_share(cfg: DiffusionSampling) -> bool:
+def can_share(cfg: DiffusionSampling, block_size: int = 0) -> bool:
     """Whether inputs decoded with ``cfg`` may share passes: not with fewer than
-    :data:`MIN_ROWS` target positions per input (products of a few rows round differently with
-    more rows beside them). Inputs that finish early ride along unchanged."""
+    :data:`MIN_ROWS` target positions per input (:data:`BLOCK_MIN_ROWS` for a block
+    diffusion model's block) — products of a few rows round differently with more rows beside
+    them. Inputs that finish early ride along unchanged."""
+    if block_size:
+        return cfg.candidates * block_size >= BLOCK_MIN_ROWS
     return cfg.candidates * cfg.target_length >= MIN_ROWS
 
 
@@ -56,11 +63,12 @@ def diffusion_generate_group(
     different lengths, or options that end inputs apart, are decoded one after another.
     Raising from ``on_step`` ends decoding.
     """
-    if (len({len(x) for x in inputs}) > 1 or not can_share(cfg) or backbone.is_encoder_decoder
-            or backbone.block_size):
+    if (len({len(x) for x in inputs}) > 1 or not can_share(cfg, backbone.block_size)
+            or backbone.is_encoder_decoder):
         return _one_by_one(backbone, inputs, seeds, cfg, noise, pad_id, eos_id, on_step)
     state = stack_states([encode(backbone, x, cfg.layout, pad_id) for x in inputs])
-    return denoise_group(backbone, inputs, seeds, state, cfg, noise, pad_id, eos_id, on_step)
+    denoise = denoise_blocks if backbone.block_size else denoise_group
+    return denoise(backbone, inputs, seeds, state, cfg, noise, pad_id, eos_id, on_step)
 
 
 def stack_states(states: list[PrefixState]) -> PrefixState:
