@@ -196,3 +196,31 @@ def test_a_model_starts_from_a_kept_checkpoint_of_another(tmp_path, monkeypatch)
     with pytest.raises(Ar2DiffError, match="base kept no checkpoint at step 9"):
         exp.model_dir("ft9")
     assert exp.fingerprint("ft1") != exp.fingerprint("ft9")
+
+
+def test_an_evaluation_may_score_a_kept_checkpoint(tmp_path, monkeypatch):
+    import ar2diff.experiments.runner as runner
+    from ar2diff.errors import Ar2DiffError
+
+    cell = {"model": "base", "task": "squad", "limit": 2, "decode": {"mode": "ar"}}
+    spec = {"name": "ft-curve",
+            "models": {"base": {"overrides": [*FT, "objective.kind=ar", "train.steps=2",
+                                              "train.save_every=1", "train.keep_last=5"]}},
+            "evaluations": {"at1": {**cell, "step": 1}, "final": cell,
+                            "at9": {**cell, "step": 9}}}
+    exp = runner.Experiment(spec, tmp_path / "out", tmp_path / "grid.yaml")
+    scored = []
+
+    def fake_evaluate(model, task, opts, **kw):
+        scored.append(str(model))
+        return {"metrics": {"f1": 1.0}, "setup": {}}
+
+    monkeypatch.setattr(runner, "evaluate_model", fake_evaluate)
+    exp.evaluate("at1", spec["evaluations"]["at1"])
+    exp.evaluate("final", spec["evaluations"]["final"])
+    base = tmp_path / "out" / "models" / "base"
+    assert scored == [str(base / "checkpoints" / "step-00000001"), str(base / "model")]
+    assert exp.stored_result("at1", spec["evaluations"]["at1"])[2] != \
+        exp.stored_result("final", spec["evaluations"]["final"])[2]
+    with pytest.raises(Ar2DiffError, match="evaluation at9: base kept no checkpoint at step 9"):
+        exp.evaluate("at9", spec["evaluations"]["at9"])

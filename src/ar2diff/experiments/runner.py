@@ -2,8 +2,8 @@
 
 An experiment YAML names *models* (how each is made: pretrained from scratch, adapted from
 another, or fine-tuned from another or from one of its kept checkpoints with ``from_step`` —
-each an ordinary training run) and *evaluations* (a model,
-a task and a decoding setup), plus optional *timing* (decode time against output length). Every
+each an ordinary training run) and *evaluations* (a model, or with ``step`` one of its kept
+checkpoints — a fine-tuning curve from one run —, a task and a decoding setup), plus optional *timing* (decode time against output length). Every
 model folder and result file is written atomically and reused when it exists, so a rerun only
 does what is missing. Each stored cell carries a fingerprint of its spec (and of the models it
 starts from); a cell whose spec changed since it was stored is redone. The report
@@ -113,16 +113,19 @@ class Experiment:
     def start_dir(self, name: str, entry: dict[str, Any]) -> Path:
         """The folder model ``name`` starts from: its ``from`` model, or that model's kept
         checkpoint at step ``from_step`` (an adaptation curve from one run)."""
-        folder = self.model_dir(entry["from"])
-        if entry.get("from_step") is None:
+        return self.kept(f"model {name}", entry["from"], entry.get("from_step"), "from_step")
+
+    def kept(self, who: str, model: str, step: Any, field: str) -> Path:
+        """Model ``model``'s folder, or its kept checkpoint at ``step`` when one is named."""
+        folder = self.model_dir(model)
+        if step is None:
             return folder
-        step = entry["from_step"]
         if not isinstance(step, int) or isinstance(step, bool) or step < 1:
-            raise Ar2DiffError(f"experiment: model {name}: from_step {step!r} is not a positive "
+            raise Ar2DiffError(f"experiment: {who}: {field} {step!r} is not a positive "
                                f"step number")
         ckpt = folder.parent / "checkpoints" / f"step-{step:08d}"
         if not is_ar2diff_folder(ckpt):
-            raise Ar2DiffError(f"experiment: model {name}: {entry['from']} kept no checkpoint at "
+            raise Ar2DiffError(f"experiment: {who}: {model} kept no checkpoint at "
                                f"step {step} ({ckpt}); save it with train.save_every and "
                                f"train.keep_last, or pick a kept step")
         return ckpt
@@ -155,7 +158,7 @@ class Experiment:
                                                           **entry}}
             write_json_atomic(path, result)
             return result
-        model = self.model_dir(entry["model"])
+        model = self.kept(f"evaluation {name}", entry["model"], entry.get("step"), "step")
         print(f"[experiment] evaluating {name}", flush=True)
         try:
             opts = decode_options(entry.get("decode", {}))
