@@ -139,3 +139,28 @@ def test_completions_of_a_block_model_share_passes_with_the_results_of_runs_alon
     assert diffusion_generate_group(bb, [SAME_LENGTH[0]] * 2, [5, 6], few, MaskNoise(39), PAD,
                                     EOS)[1].all_samples == block_generate(
         bb, [SAME_LENGTH[0]], replace(few, seed=6), MaskNoise(39), PAD, EOS)[0].all_samples
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("fast", [True, False], ids=["lean", "model-forward"])
+def test_block_prompts_of_different_lengths_give_each_its_result_alone(dtype, fast):
+    """Through the lean pass each prompt keeps its own cache (no padding) and shares the
+    passes' linear layers; through the model's forward each length is a group of its own."""
+    bb = Backbone(tiny_model("llama").to(dtype), block_size=4)
+    with torch.no_grad():
+        bb.model.lm_head.weight *= 3
+    cfg = DiffusionSampling(steps=12, candidates=2, target_length=12, temperature=1.0,
+                            layout="diffusion", shift=True, fast=fast, threshold=0.4,
+                            eos_stop=True, eos_penalty=0.05)
+    inputs = [[1, 5], [1, 9, 9, 3, 4], [1, 5, 6, 7], [1, 7], [1, 9, 9, 3, 4, 8, 8, 8, 2]]
+    seeds = [0, 1, 2, 3, 4]
+    order = []
+    together = diffusion_generate_group(bb, inputs, seeds, cfg, MaskNoise(39), PAD, EOS,
+                                        on_step=lambda i, s, c: order.append(i))
+    alone = [block_generate(bb, [x], replace(cfg, seed=s), MaskNoise(39), PAD, EOS)[0]
+             for x, s in zip(inputs, seeds, strict=True)]
+    assert [r.all_samples for r in together] == [r.all_samples for r in alone]
+    assert [r.all_scores for r in together] == [r.all_scores for r in alone]
+    assert [r.passes for r in together] == [r.passes for r in alone]
+    first = order[:5] if fast else order[:2]  # lean: all five in the first step; else by length
+    assert first == ([0, 1, 2, 3, 4] if fast else [0, 3])

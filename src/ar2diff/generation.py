@@ -17,7 +17,7 @@ from ar2diff.noise import noise_for
 from ar2diff.noise.base import NoiseProcess
 from ar2diff.sampling.autoregressive import ARSampling, ar_generate
 from ar2diff.sampling.block_diffusion import sampler_for
-from ar2diff.sampling.diffusion import DiffusionSampling
+from ar2diff.sampling.diffusion import LOGITS_BUDGET, DiffusionSampling
 from ar2diff.sampling.diffusion_group import diffusion_generate_group
 from ar2diff.sampling.steps import StepRecord, ar_canvas, ar_start, diffusion_start
 from ar2diff.stops import StopWatch
@@ -85,7 +85,7 @@ class TextGenerator:
         if limit and decoder_only and prompt + length > limit:
             raise Ar2DiffError(f"{flag} {length}: the prompt ({prompt} tokens) and the output must fit "
                                f"the model's {limit} positions; use at most {max(0, limit - prompt)}")
-        need = self.memory_estimate(prompt, length, opts, mode)
+        need = self.memory_estimate(prompt, length, opts, mode, len(inputs))
         free = available_memory(self.backbone.device)
         if free is not None and need > free:
             raise Ar2DiffError(
@@ -94,9 +94,11 @@ class TextGenerator:
                 "candidates or completions"
             )
 
-    def memory_estimate(self, prompt: int, length: int, opts: DecodeOptions, mode: str) -> int:
-        """Bytes one decoding request needs at its peak, roughly: float32 logits and one copy, the
-        attention scores of one layer, the KV cache (an upper bound meant to catch what cannot fit)."""
+    def memory_estimate(self, prompt: int, length: int, opts: DecodeOptions, mode: str,
+                        inputs: int = 1) -> int:
+        """Bytes a decoding request of ``inputs`` prompts needs at its peak, roughly: float32
+        logits and one copy (diffusion: at most ``LOGITS_BUDGET`` at once), the attention
+        scores of one layer, the KV cache (an upper bound meant to catch what cannot fit)."""
         config = self.backbone.model.config
         vocab = len(self.tokenizer)
         hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", 0) or 0
@@ -106,8 +108,10 @@ class TextGenerator:
         if mode == "ar":
             rows = opts.completions * (opts.num_beams if opts.strategy == "beam" else 1)
             return rows * (2 * layers * total * hidden * 4 + 2 * vocab * 4)
-        rows = self.diffusion_config(opts).candidates * opts.completions  # completions share passes
-        step = rows * length * (2 * vocab * 4 + 2 * heads * total * 4 + 4 * hidden * 4)
+        # a request's runs (prompts x completions, N candidates each) may share passes
+        rows = self.diffusion_config(opts).candidates * opts.completions * inputs
+        logits = 2 * 4 * min(rows * length * vocab, LOGITS_BUDGET)
+        step = logits + rows * length * (2 * heads * total * 4 + 4 * hidden * 4)
         return step + rows * 2 * layers * total * hidden * 4
 
     def prompt_format(self, chat: bool | None) -> str:
@@ -150,12 +154,12 @@ class TextGenerator:
                               (self.ids["eos"],)) if stops else None
             return ar_generate(self.backbone, inputs, cfg, self.ids["eos"], self.ids["pad"],
                                on_token=None if watch is None else lambda _, tok: watch.ended(tok.tolist()))
-        cfg = self.diffusion_config(opts)
-        seeds = [opts.seed + k for k in range(opts.completions)]  # one prompt's runs share passes
-        return [[r.tokens for r in diffusion_generate_group(self.backbone, [x] * len(seeds), seeds,
-                                                            cfg, self.noise, self.ids["pad"],
-                                                            self.ids["eos"])]
-                for x in inputs]
+        cfg, k = self.diffusion_config(opts), opts.completions
+        runs = diffusion_generate_group(  # all runs share passes where that leaves them as alone
+            self.backbone, [x for x in inputs for _ in range(k)],
+            [opts.seed + j for _ in inputs for j in range(k)], cfg, self.noise, self.ids["pad"],
+            self.ids["eos"])
+        return [[r.tokens for r in runs[i * k:(i + 1) * k]] for i in range(len(inputs))]
 
     def ar_config(self, opts: DecodeOptions) -> ARSampling:
         """AR sampling settings: ``opts`` over the model's defaults."""

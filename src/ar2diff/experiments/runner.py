@@ -3,10 +3,11 @@
 An experiment YAML names *models* (how each is made: pretrained from scratch, adapted from
 another, or fine-tuned from another or from one of its kept checkpoints with ``from_step`` —
 each an ordinary training run) and *evaluations* (a model, or with ``step`` one of its kept
-checkpoints — a fine-tuning curve from one run —, a task and a decoding setup), plus optional *timing* (decode time against output length). Every
-model folder and result file is written atomically and reused when it exists, so a rerun only
-does what is missing. Each stored cell carries a fingerprint of its spec (and of the models it
-starts from); a cell whose spec changed since it was stored is redone. The report
+checkpoints, for a fine-tuning curve from one run; a task and a decoding setup), plus optional
+*timing* (decode time against output length). Every model folder and result file is written
+atomically and reused when it exists, so a rerun only does what is missing. Each stored cell
+carries a fingerprint of its spec (and of the models it starts from); a cell whose spec changed
+since it was stored is redone. The report
 (``REPORT.md``, ``results.json``, PNG plots) is rebuilt from the stored results each time.
 """
 

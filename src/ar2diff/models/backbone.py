@@ -16,6 +16,7 @@ token ``j`` at its own position (the paper's diffusion setup).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +50,22 @@ class PrefixState:
     roles: torch.Tensor | None = None
     last_hidden: torch.Tensor | None = None
     encoder_out: BaseModelOutput | None = None
+
+    @staticmethod
+    def stack(states: Sequence[PrefixState]) -> PrefixState:
+        """Decoder-only states of one width, stacked along the batch (their caches too: the
+        first state's cache object holds them all)."""
+        first = states[0]
+        if len({s.input_mask.shape[1] for s in states}) > 1:
+            raise ValueError("only prefix states of one width stack")
+        for i, layer in enumerate(first.cache.layers):
+            layer.keys = torch.cat([s.cache.layers[i].keys for s in states])
+            layer.values = torch.cat([s.cache.layers[i].values for s in states])
+        return PrefixState(
+            input_mask=torch.cat([s.input_mask for s in states]), cache=first.cache,
+            roles=torch.cat([s.roles for s in states]),
+            last_hidden=torch.cat([s.last_hidden for s in states]),
+        )
 
     def repeat_interleave(self, n: int) -> PrefixState:
         """The state of each row repeated ``n`` times (for ``n`` samples per input)."""

@@ -56,27 +56,32 @@ def block_generate(backbone: Backbone, inputs: Sequence[Sequence[int]], cfg: Dif
     the best per input, as :func:`~ar2diff.sampling.diffusion.diffusion_generate`."""
     if not backbone.block_size:
         raise ValueError("block_generate needs a backbone with block_size > 0")
-    return [denoise_blocks(backbone, [x], [cfg.seed], encode(backbone, x, cfg.layout, pad_id), cfg,
-                           noise, pad_id, eos_id,
+    return [denoise_blocks(backbone, [x], [cfg.seed], [encode(backbone, x, cfg.layout, pad_id)],
+                           cfg, noise, pad_id, eos_id,
                            None if on_step is None else (lambda _, s, c, i=i: on_step(i, s, c)))[0]
             for i, x in enumerate(inputs)]
 
 
 def denoise_blocks(backbone: Backbone, prompts: Sequence[Sequence[int]], seeds: Sequence[int],
-                   state: PrefixState, cfg: DiffusionSampling, noise: NoiseProcess, pad_id: int,
-                   eos_id: int, on_step: StepHook | None = None) -> list[DiffusionResult]:
-    """The N candidates of each prompt (seed ``seeds[i]``), block by block with an exact cache
-    of finished blocks, in shared forward passes over the prompts' stacked ``state``.
+                   states: Sequence[PrefixState], cfg: DiffusionSampling, noise: NoiseProcess,
+                   pad_id: int, eos_id: int,
+                   on_step: StepHook | None = None) -> list[DiffusionResult]:
+    """The N candidates of each prompt (seed ``seeds[i]``, prefix state ``states[i]``), block
+    by block with an exact cache of finished blocks, in shared forward passes.
 
     All prompts move through the blocks together; within a block each takes its own steps
     (keyed by its own step count) and one that settles early, or has ended, rides along
     unchanged, so each gets the tokens it gets alone wherever a pass's rows are computed as
-    they are alone (:mod:`ar2diff.sampling.diffusion_group`).
+    they are alone (:mod:`ar2diff.sampling.diffusion_group`). Through the lean pass
+    (:func:`~ar2diff.sampling.fast_blocks.block_cache`) prompts may differ in length: each
+    keeps its own cache and attends alone; the model's forward needs them of one length.
     """
     n, size, device = cfg.candidates, backbone.block_size, backbone.device
     groups = len(prompts)
     length = -(-cfg.target_length // size) * size  # whole blocks; cut to target_length at the end
-    state = state.repeat_interleave(n)
+    states = [s.repeat_interleave(n) for s in states]
+    fast = block_cache(backbone, states, length) if cfg.fast else None
+    state = PrefixState.stack(states) if fast is None else None
     keys, end_ids = [prompt_key(p) for p in prompts], (pad_id, eos_id)
     rule = _rule(cfg, noise, end_ids, pad_id)
     cand = torch.arange(n, device=device)[:, None]
@@ -91,7 +96,6 @@ def denoise_blocks(backbone: Backbone, prompts: Sequence[Sequence[int]], seeds: 
     ended = torch.zeros(groups * n, dtype=torch.bool, device=device)
     steps, live = [0] * groups, list(range(groups))
     finished = None  # the last settled block, not yet in the cache
-    fast = block_cache(backbone, state, length) if cfg.fast else None
     for lo, hi, budget in noise.schedule(cfg.steps * length // cfg.target_length, length, size):
         xb = torch.where(ended[:, None], pad_id, x[:, lo:hi])  # ended samples: nothing to reveal
         lb = logp[:, lo:hi]

@@ -30,6 +30,7 @@ from ar2diff.sampling.diffusion import (
     denoise_group,
     encode,
 )
+from ar2diff.sampling.fast_blocks import lean_blocks
 
 MIN_ROWS = 16  # fewer rows than this per input: CPU matrix kernels round them by the row count
 BLOCK_MIN_ROWS = 4  # the same for block diffusion's passes (a block's positions per input)
@@ -56,32 +57,43 @@ def diffusion_generate_group(
     eos_id: int,
     on_step: StepHook | None = None,
 ) -> list[DiffusionResult]:
-    """Denoise ``inputs`` (all of one length) together, input ``i`` with seed ``seeds[i]``.
+    """Denoise ``inputs`` together, input ``i`` with seed ``seeds[i]``.
 
     The same results as :func:`diffusion_generate` gives each input alone with its seed.
     ``on_step(i, step, canvas [N, L])`` sees each input's canvas after every step. Inputs of
-    different lengths, or options that end inputs apart, are decoded one after another.
-    Raising from ``on_step`` ends decoding.
+    one length share passes; so do inputs of any lengths of a block-diffusion model through
+    its lean pass; otherwise each length is a group of its own. With too few rows per input
+    (:func:`can_share`) inputs are decoded one after another. Raising from ``on_step`` ends
+    decoding.
     """
-    if (len({len(x) for x in inputs}) > 1 or not can_share(cfg, backbone.block_size)
-            or backbone.is_encoder_decoder):
+    if not can_share(cfg, backbone.block_size) or backbone.is_encoder_decoder:
         return _one_by_one(backbone, inputs, seeds, cfg, noise, pad_id, eos_id, on_step)
-    state = stack_states([encode(backbone, x, cfg.layout, pad_id) for x in inputs])
-    denoise = denoise_blocks if backbone.block_size else denoise_group
-    return denoise(backbone, inputs, seeds, state, cfg, noise, pad_id, eos_id, on_step)
+    if len({len(x) for x in inputs}) > 1 and not mixes_lengths(backbone, cfg):
+        return _by_length(backbone, inputs, seeds, cfg, noise, pad_id, eos_id, on_step)
+    states = [encode(backbone, x, cfg.layout, pad_id) for x in inputs]
+    if backbone.block_size:
+        return denoise_blocks(backbone, inputs, seeds, states, cfg, noise, pad_id, eos_id, on_step)
+    return denoise_group(backbone, inputs, seeds, PrefixState.stack(states), cfg, noise, pad_id,
+                         eos_id, on_step)
 
 
-def stack_states(states: list[PrefixState]) -> PrefixState:
-    """Decoder-only prefix states of one width, stacked along the batch (their caches too)."""
-    first = states[0]
-    for i, layer in enumerate(first.cache.layers):
-        layer.keys = torch.cat([s.cache.layers[i].keys for s in states])
-        layer.values = torch.cat([s.cache.layers[i].values for s in states])
-    return PrefixState(
-        input_mask=torch.cat([s.input_mask for s in states]), cache=first.cache,
-        roles=torch.cat([s.roles for s in states]),
-        last_hidden=torch.cat([s.last_hidden for s in states]),
-    )
+def mixes_lengths(backbone: Backbone, cfg: DiffusionSampling) -> bool:
+    """Whether prompts of different lengths may share passes: block diffusion through the lean
+    pass, where each prompt keeps its own cache and attends alone (no padding)."""
+    return bool(backbone.block_size) and cfg.fast and lean_blocks(backbone)
+
+
+def _by_length(backbone, inputs, seeds, cfg, noise, pad_id, eos_id, on_step):
+    """One group per prompt length, results in the order of ``inputs``."""
+    out: list[DiffusionResult | None] = [None] * len(inputs)
+    for width in dict.fromkeys(len(x) for x in inputs):
+        idx = [i for i, x in enumerate(inputs) if len(x) == width]
+        hook = None if on_step is None else (lambda j, s, c, idx=idx: on_step(idx[j], s, c))
+        for i, res in zip(idx, diffusion_generate_group(
+                backbone, [inputs[i] for i in idx], [seeds[i] for i in idx], cfg, noise, pad_id,
+                eos_id, hook), strict=True):
+            out[i] = res
+    return out
 
 
 def _one_by_one(backbone, inputs, seeds, cfg, noise, pad_id, eos_id, on_step):

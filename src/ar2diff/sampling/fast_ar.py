@@ -113,28 +113,35 @@ class _LlamaLean(_Lean):
             x = x + down(act(g) * u)
         return self.norm(x)
 
-    def block_hidden(self, tokens, pos, t, keys, values, mask, span, tables):
-        """Several tokens per row ``[B, m]`` (positions ``pos`` ``[B, m]``): their keys and
-        values are written at cache columns ``t .. t + m - 1``, they attend to columns ``:span``
-        under ``mask`` (``[B or 1, 1, m, span]``, None: all); final hidden states ``[B, m, D]``."""
+    def block_hidden(self, tokens, pos, parts, tables):
+        """Several tokens per row ``[B, m]`` (positions ``pos`` ``[B, m]``) over the caches of
+        ``parts``: for each group of rows ``(rows, t, keys, values, mask)`` (a slice of the
+        batch and its own static cache), the tokens' keys and values are written at cache
+        columns ``t .. t + m - 1`` and they attend to columns ``:t + m`` under ``mask``
+        (``[1, 1, m, t + m]``, None: all). The linear layers run over all rows at once,
+        attention group by group, each as it runs alone. Final hidden states ``[B, m, D]``."""
         b, m = tokens.shape
         hd, kvh = self.head_dim, self.kv_heads
         groups = self.n_heads // kvh
         cos, sin = tables[0][pos][:, :, None], tables[1][pos][:, :, None]  # [B, m, 1, hd]
-        if mask is not None and groups > 1:  # query rows are (head of the group, token)
-            mask = mask.repeat(1, 1, groups, 1)
+        masks = [mask if mask is None or groups == 1 else mask.repeat(1, 1, groups, 1)
+                 for *_, mask in parts]  # query rows are (head of the group, token)
         x = F.embedding(tokens, self.embed).view(b * m, -1)
         for i, (norm1, qkv, o_proj, norm2, gate_up, act, down, scale) in enumerate(self.layers):
             q, k, v = qkv(norm1(x))
             q, k, v = q.view(b, m, -1, hd), k.view(b, m, kvh, hd), v.view(b, m, kvh, hd)
             q, k = _rope(q, cos, sin), _rope(k, cos, sin)
-            keys[i][:, :, t:t + m] = k.transpose(1, 2)
-            values[i][:, :, t:t + m] = v.transpose(1, 2)
-            q = q.view(b, m, kvh, groups, hd).permute(0, 2, 3, 1, 4).reshape(b, kvh, -1, hd)
-            att = F.scaled_dot_product_attention(q, keys[i][:, :, :span], values[i][:, :, :span],
-                                                 attn_mask=mask, scale=scale)
-            att = att.view(b, kvh, groups, m, hd).permute(0, 3, 1, 2, 4).reshape(b * m, -1)
-            x = x + o_proj(att)
+            outs = []
+            for (rows, t, keys, values, _), mask in zip(parts, masks, strict=True):
+                r = rows.stop - rows.start
+                keys[i][:, :, t:t + m] = k[rows].transpose(1, 2)
+                values[i][:, :, t:t + m] = v[rows].transpose(1, 2)
+                qr = q[rows].reshape(r, m, kvh, groups, hd).permute(0, 2, 3, 1, 4)
+                att = F.scaled_dot_product_attention(
+                    qr.reshape(r, kvh, -1, hd), keys[i][:, :, :t + m], values[i][:, :, :t + m],
+                    attn_mask=mask, scale=scale)
+                outs.append(att.view(r, kvh, groups, m, hd).permute(0, 3, 1, 2, 4).reshape(r * m, -1))
+            x = x + o_proj(outs[0] if len(outs) == 1 else torch.cat(outs))
             g, u = gate_up(norm2(x))
             x = x + down(act(g) * u)
         return self.norm(x).view(b, m, -1)

@@ -14,37 +14,63 @@ next block's first step, and do not see that block. Where the lean step does not
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
 
 from ar2diff.models.backbone import Backbone, PrefixState
 from ar2diff.sampling.fast_ar import lean_for
 
 
+@dataclass
+class _Prompt:
+    """One prompt's rows of the batch and its static cache (keys and values per layer)."""
+
+    rows: slice
+    t: int  # the cache column of its next target token
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+
 class BlockCache:
-    """One input's candidate rows: the prompt and the finished blocks in static buffers."""
+    """The candidate rows of one or more prompts: each prompt's cache and finished blocks in
+    static buffers of its own width, so prompts of different lengths need no padding."""
 
-    def __init__(self, lean, state: PrefixState, capacity: int):
-        layers = state.cache.layers[: lean.n_layers]
-        rows, _, width, _ = layers[0].keys.shape
-        shape = (rows, lean.kv_heads, width + capacity, lean.head_dim)
-        self.lean = lean
-        self.keys, self.values = [], []
-        for layer in layers:
-            for store, part in ((self.keys, layer.keys), (self.values, layer.values)):
-                buf = torch.empty(shape, dtype=part.dtype, device=part.device)
-                buf[:, :, :width] = part
-                store.append(buf)
-        self.t = width  # the cache column of the next target token
-        device = state.last_hidden.device
-        self.pos = torch.full((rows, 1), width, device=device)  # its position id (no padding)
-        self.last_hidden = state.last_hidden
-        self.tables = lean.tables(width + capacity + 1, device)
+    def __init__(self, lean, states: Sequence[PrefixState], capacity: int):
+        self.lean, self.prompts, first = lean, [], 0
+        for state in states:
+            layers = state.cache.layers[: lean.n_layers]
+            rows, _, width, _ = layers[0].keys.shape
+            shape = (rows, lean.kv_heads, width + capacity, lean.head_dim)
+            keys, values = [], []
+            for layer in layers:
+                for store, part in ((keys, layer.keys), (values, layer.values)):
+                    buf = torch.empty(shape, dtype=part.dtype, device=part.device)
+                    buf[:, :, :width] = part
+                    store.append(buf)
+            self.prompts.append(_Prompt(slice(first, first + rows), width, keys, values))
+            first += rows
+        device = states[0].last_hidden.device
+        self.pos = torch.tensor([[p.t] for p in self.prompts for _ in range(p.rows.start, p.rows.stop)],
+                                device=device)  # each row's next position id (no padding)
+        self.last_hidden = torch.cat([s.last_hidden for s in states])
+        self.tables = lean.tables(max(p.t for p in self.prompts) + capacity + 1, device)
 
-    def _run(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def _run(self, tokens: torch.Tensor, clean: int) -> torch.Tensor:
+        """The lean step over ``tokens``; its first ``clean`` tokens do not see the rest."""
         pos = self.pos + torch.arange(tokens.shape[1], device=tokens.device)
-        span = self.t + tokens.shape[1]
-        return self.lean.block_hidden(tokens, pos, self.t, self.keys, self.values, mask, span,
-                                      self.tables)
+        parts = [(p.rows, p.t, p.keys, p.values, self._mask(p.t, tokens.shape[1], clean))
+                 for p in self.prompts]
+        return self.lean.block_hidden(tokens, pos, parts, self.tables)
+
+    @staticmethod
+    def _mask(t: int, total: int, clean: int) -> torch.Tensor | None:
+        if not clean:
+            return None
+        mask = torch.ones((1, 1, total, t + total), dtype=torch.bool)
+        mask[:, :, :clean, t + clean:] = False  # the clean block does not see the next one
+        return mask
 
     def _shifted(self, hidden: torch.Tensor, shift: bool) -> torch.Tensor:
         return torch.cat([self.last_hidden[:, None], hidden[:, :-1]], 1) if shift else hidden
@@ -53,29 +79,40 @@ class BlockCache:
     def hidden(self, fed: torch.Tensor, shift: bool) -> torch.Tensor:
         """Final hidden states ``[rows, m, D]`` of the block ``fed`` over the cache (as
         :meth:`Backbone.hidden_from_prefix`); the cache keeps nothing of it."""
-        return self._shifted(self._run(fed, None), shift)
+        return self._shifted(self._run(fed, 0), shift)
 
     @torch.no_grad()
     def extend_and_hidden(self, clean: torch.Tensor, fed: torch.Tensor,
                           shift: bool) -> torch.Tensor:
         """Add the finished block ``clean`` to the cache and return the hidden states of the
         next block ``fed`` over it, in one pass (as :meth:`Backbone.extend_and_hidden`)."""
-        n, total = clean.shape[1], clean.shape[1] + fed.shape[1]
-        mask = torch.ones((1, 1, total, self.t + total), dtype=torch.bool, device=clean.device)
-        mask[:, :, :n, self.t + n:] = False  # the clean block does not see the next one
-        hidden = self._run(torch.cat([clean, fed], 1), mask)
+        n = clean.shape[1]
+        hidden = self._run(torch.cat([clean, fed], 1), n)
         self.last_hidden = hidden[:, n - 1]
-        self.t, self.pos = self.t + n, self.pos + n
+        for p in self.prompts:
+            p.t += n
+        self.pos = self.pos + n
         return self._shifted(hidden[:, n:], shift)
 
 
-def block_cache(backbone: Backbone, state: PrefixState, capacity: int) -> BlockCache | None:
-    """A :class:`BlockCache` over ``state`` (prompts without padding: one prompt, or prompts of
-    one length) with room for ``capacity`` target tokens, or ``None`` where the lean step does not
-    apply (encoder–decoder and other families). Reads nothing back to the host."""
-    if state.cache is None:
+def block_cache(backbone: Backbone, states: PrefixState | Sequence[PrefixState],
+                capacity: int) -> BlockCache | None:
+    """A :class:`BlockCache` over ``states`` (one state of prompts without padding, or one
+    state per prompt, of any lengths) with room for ``capacity`` target tokens, or ``None``
+    where the lean step does not apply (encoder–decoder and other families). Reads nothing
+    back to the host."""
+    states = [states] if isinstance(states, PrefixState) else list(states)
+    if any(s.cache is None for s in states):
         return None
-    lean = lean_for(backbone, state.roles.shape[1] + capacity)
+    lean = lean_for(backbone, max(s.roles.shape[1] for s in states) + capacity)
     if lean is None or not hasattr(lean, "block_hidden"):
         return None
-    return BlockCache(lean, state, capacity)
+    return BlockCache(lean, states, capacity)
+
+
+def lean_blocks(backbone: Backbone) -> bool:
+    """Whether block passes of ``backbone`` can run through the lean step."""
+    if backbone.is_encoder_decoder:
+        return False
+    lean = lean_for(backbone, 1)
+    return lean is not None and hasattr(lean, "block_hidden")
