@@ -37,7 +37,7 @@ from ar2diff.errors import Ar2DiffError
 from ar2diff.generation import TextGenerator
 from ar2diff.likelihood import TokenLogprob, ar_token_logprobs
 from ar2diff.sampling.autoregressive import ar_generate
-from ar2diff.sampling.diffusion_group import diffusion_generate_group
+from ar2diff.sampling.diffusion_group import diffusion_generate_group, mixes_lengths
 from ar2diff.stops import StopWatch
 
 EventSink = Callable[[dict[str, Any]], None]
@@ -87,7 +87,8 @@ def group_key(gen: TextGenerator, job: Job) -> tuple:
             cfg = replace(cfg, seed=0)  # greedy draws nothing
         return ("ar", *sorted(cfg.__dict__.items()))
     cfg = replace(gen.diffusion_config(opts), seed=0)
-    return ("diffusion", len(job.ids), opts.completions, *sorted(cfg.__dict__.items()))
+    width = None if mixes_lengths(gen.backbone, cfg) else len(job.ids)  # block models: any length
+    return ("diffusion", width, opts.completions, *sorted(cfg.__dict__.items()))
 
 
 class Batcher:
