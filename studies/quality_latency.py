@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
+from ar2diff import generation
 from ar2diff.atomic import write_json_atomic
 from ar2diff.decoding import DecodeOptions
 from ar2diff.evaluation.run import evaluate_model
 from ar2diff.generation import TextGenerator
-from ar2diff.sampling.fast_blocks import BlockCache
 
 CONTINUATION_PROMPTS = [
     "It was a dark and stormy night, and the old house",
@@ -58,45 +58,40 @@ SUNDAE_METHODS = [
 ]
 
 
-_COUNTING: list = [None]  # the counter last reset: lean block passes are charged to it
+_COUNTING: list = [None]  # the counter of the generate_ids call now running
 
 
-def _count_lean_passes() -> None:
-    """Charge the lean block passes (:mod:`ar2diff.sampling.fast_blocks`), which bypass the
-    backbone's methods, to the counter last reset."""
-    for name in ("hidden", "extend_and_hidden"):
-        original = getattr(BlockCache, name)
+def _count_passes() -> None:
+    """Charge each diffusion run's own forward passes (``DiffusionResult.passes``: what it
+    needs alone, whether or not it shared passes with other runs) to the running counter."""
+    original = generation.diffusion_generate_group
 
-        def counted(*a, _original=original, **k):
-            if _COUNTING[0] is not None:
-                _COUNTING[0].passes += 1
-            return _original(*a, **k)
+    def counted(*a, **k):
+        out = original(*a, **k)
+        if _COUNTING[0] is not None:
+            _COUNTING[0].passes += sum(r.passes for r in out)
+        return out
 
-        setattr(BlockCache, name, counted)
+    generation.diffusion_generate_group = counted
 
 
-_count_lean_passes()
+_count_passes()
 
 
 class Counter:
-    """Counts the target forward passes and the answer tokens of a generator's decodes."""
+    """Counts the target forward passes (each run's own) and the answer tokens of a
+    generator's diffusion decodes."""
 
     def __init__(self, gen: TextGenerator):
         self.passes = self.tokens = 0
-        bb = gen.backbone
-        for name in ("hidden_from_prefix", "logits_from_prefix", "extend_prefix",
-                     "extend_and_hidden"):
-            original = getattr(bb, name)
-
-            def counted(*a, _original=original, **k):
-                self.passes += 1
-                return _original(*a, **k)
-
-            setattr(bb, name, counted)
         generate_ids = gen.generate_ids
 
         def counted_ids(inputs, opts):
-            out = generate_ids(inputs, opts)
+            _COUNTING[0] = self
+            try:
+                out = generate_ids(inputs, opts)
+            finally:
+                _COUNTING[0] = None
             self.tokens += sum(len(s) + 1 for row in out for s in row)  # + the end token
             return out
 
@@ -104,7 +99,6 @@ class Counter:
 
     def reset(self) -> None:
         self.passes = self.tokens = 0
-        _COUNTING[0] = self
 
     def rate(self) -> float:
         """Tokens per target forward pass since the last reset."""
