@@ -143,15 +143,20 @@ def test_completions_of_a_block_model_share_passes_with_the_results_of_runs_alon
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("fast", [True, False], ids=["lean", "model-forward"])
-def test_block_prompts_of_different_lengths_give_each_its_result_alone(dtype, fast):
+def test_block_prompts_of_different_lengths_give_each_its_result_alone(dtype, fast, monkeypatch):
     """Through the lean pass each prompt keeps its own cache (no padding) and shares the
-    passes' linear layers; through the model's forward each length is a group of its own."""
+    passes' linear layers, and prompts that ended leave the passes; through the model's forward
+    each length is a group of its own."""
+    from ar2diff.sampling.fast_blocks import BlockCache
+
+    kept, keep = [], BlockCache.keep
+    monkeypatch.setattr(BlockCache, "keep", lambda self, p: kept.append(list(p)) or keep(self, p))
     bb = Backbone(tiny_model("llama").to(dtype), block_size=4)
     with torch.no_grad():
         bb.model.lm_head.weight *= 3
-    cfg = DiffusionSampling(steps=12, candidates=2, target_length=12, temperature=1.0,
+    cfg = DiffusionSampling(steps=24, candidates=2, target_length=24, temperature=1.0,
                             layout="diffusion", shift=True, fast=fast, threshold=0.4,
-                            eos_stop=True, eos_penalty=0.05)
+                            eos_stop=True, eos_penalty=0.3)  # ends at blocks 0 to 5
     inputs = [[1, 5], [1, 9, 9, 3, 4], [1, 5, 6, 7], [1, 7], [1, 9, 9, 3, 4, 8, 8, 8, 2]]
     seeds = [0, 1, 2, 3, 4]
     order = []
@@ -164,3 +169,4 @@ def test_block_prompts_of_different_lengths_give_each_its_result_alone(dtype, fa
     assert [r.passes for r in together] == [r.passes for r in alone]
     first = order[:5] if fast else order[:2]  # lean: all five in the first step; else by length
     assert first == ([0, 1, 2, 3, 4] if fast else [0, 3])
+    assert bool(kept) == fast  # some prompts ended blocks before others and left the passes

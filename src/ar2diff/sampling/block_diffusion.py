@@ -70,11 +70,13 @@ def denoise_blocks(backbone: Backbone, prompts: Sequence[Sequence[int]], seeds: 
     by block with an exact cache of finished blocks, in shared forward passes.
 
     All prompts move through the blocks together; within a block each takes its own steps
-    (keyed by its own step count) and one that settles early, or has ended, rides along
-    unchanged, so each gets the tokens it gets alone wherever a pass's rows are computed as
-    they are alone (:mod:`ar2diff.sampling.diffusion_group`). Through the lean pass
-    (:func:`~ar2diff.sampling.fast_blocks.block_cache`) prompts may differ in length: each
-    keeps its own cache and attends alone; the model's forward needs them of one length.
+    (keyed by its own step count) and one that settles early rides along unchanged; one whose
+    candidates have all ended leaves the passes at the next block (on the lean pass; through
+    the model's forward it rides along). So each gets the tokens it gets alone wherever a
+    pass's rows are computed as they are alone (:mod:`ar2diff.sampling.diffusion_group`).
+    Through the lean pass (:func:`~ar2diff.sampling.fast_blocks.block_cache`) prompts may
+    differ in length: each keeps its own cache and attends alone; the model's forward needs
+    them of one length.
     """
     n, size, device = cfg.candidates, backbone.block_size, backbone.device
     groups = len(prompts)
@@ -87,18 +89,25 @@ def denoise_blocks(backbone: Backbone, prompts: Sequence[Sequence[int]], seeds: 
     cand = torch.arange(n, device=device)[:, None]
     pos = torch.arange(length, device=device)[None, :]
 
-    def draws(purpose: int, steps: Sequence[int], lo: int, hi: int) -> torch.Tensor:
-        return torch.cat([keyed_uniform(seed, key, purpose, s, cand, pos[:, lo:hi])
-                          for seed, key, s in zip(seeds, keys, steps, strict=True)])
+    def draws(purpose: int, which: Sequence[int], lo: int, hi: int) -> torch.Tensor:
+        return torch.cat([keyed_uniform(seeds[g], keys[g], purpose, steps[g], cand, pos[:, lo:hi])
+                          for g in which])
 
-    x = noise.initial_canvas(draws(CANVAS, [0] * groups, 0, length))
+    steps, live = [0] * groups, list(range(groups))
+    x = noise.initial_canvas(draws(CANVAS, live, 0, length))
     logp = torch.zeros(x.shape, device=device)
     ended = torch.zeros(groups * n, dtype=torch.bool, device=device)
-    steps, live = [0] * groups, list(range(groups))
-    finished = None  # the last settled block, not yet in the cache
+    work = list(live)  # the prompts in the passes, in row order
+    finished = None  # the last settled block of the prompts in work, not yet in the cache
     for lo, hi, budget in noise.schedule(cfg.steps * length // cfg.target_length, length, size):
-        xb = torch.where(ended[:, None], pad_id, x[:, lo:hi])  # ended samples: nothing to reveal
-        lb = logp[:, lo:hi]
+        if fast is not None and len(live) < len(work):  # ended prompts leave the passes
+            kept = [work.index(g) for g in live]
+            fast.keep(kept)
+            finished = None if finished is None else finished[_row_index(kept, n, device)]
+            work = list(live)
+        idx, slot = _row_index(work, n, device), {g: j for j, g in enumerate(work)}
+        xb = torch.where(ended[idx, None], pad_id, x[idx, lo:hi])  # ended samples: nothing to reveal
+        lb = logp[idx, lo:hi]
         active = list(live)
         for k in range(hi - lo if rule.dynamic else budget):
             hidden = None
@@ -111,27 +120,27 @@ def denoise_blocks(backbone: Backbone, prompts: Sequence[Sequence[int]], seeds: 
                 finished = None
             elif fast is not None:
                 hidden = fast.hidden(xb, cfg.shift)
-            drawn, drawn_logp, conf = _step(backbone, state, xb, draws(DRAW, steps, lo, hi), cfg,
+            drawn, drawn_logp, conf = _step(backbone, state, xb, draws(DRAW, work, lo, hi), cfg,
                                             noise, end_ids, hidden)
             new, new_lb = noise.update(xb, drawn, drawn_logp, conf, lb, (0, hi - lo, budget - k),
                                        rule)
-            rows = _rows(active, n, groups * n, device)[:, None]
+            rows = _rows([slot[g] for g in active], n, len(work) * n, device)[:, None]
             xb, lb = torch.where(rows, new, xb), torch.where(rows, new_lb, lb)
-            x[:, lo:hi] = torch.where(rows, xb, x[:, lo:hi])  # an ended prompt's canvas stays
-            logp[:, lo:hi] = torch.where(rows, lb, logp[:, lo:hi])
-            for i in active:
-                steps[i] += 1
+            x[idx, lo:hi] = torch.where(rows, xb, x[idx, lo:hi])  # an ended prompt's canvas stays
+            logp[idx, lo:hi] = torch.where(rows, lb, logp[idx, lo:hi])
+            for g in active:
+                steps[g] += 1
                 if on_step is not None:
-                    on_step(i, steps[i] - 1, x[i * n:(i + 1) * n])
+                    on_step(g, steps[g] - 1, x[g * n:(g + 1) * n])
             if rule.dynamic or rule.end_ids:
-                active = _unsettled(noise, xb, active, n, hi - lo)
+                active = _unsettled(noise, xb, active, slot, n, hi - lo)
                 if not active:
                     break
         finished = xb
         if rule.end_ids:
             ended = end_seen(x[:, :hi], rule.end_ids)[:, -1]
             done = ended.view(groups, n).all(1).tolist()
-            live = [i for i in live if not done[i]]
+            live = [g for g in live if not done[g]]
             if not live:
                 break
     out = []
@@ -144,19 +153,25 @@ def denoise_blocks(backbone: Backbone, prompts: Sequence[Sequence[int]], seeds: 
     return out
 
 
-def _rows(active: list[int], n: int, total: int, device: torch.device) -> torch.Tensor:
-    """A row mask of the prompts in ``active`` (N rows each)."""
+def _rows(slots: list[int], n: int, total: int, device: torch.device) -> torch.Tensor:
+    """A row mask of the prompts at ``slots`` of a pass (N rows each)."""
     rows = torch.zeros(total, dtype=torch.bool)
-    for i in active:
-        rows[i * n:(i + 1) * n] = True
+    for j in slots:
+        rows[j * n:(j + 1) * n] = True
     return rows.to(device)
 
 
-def _unsettled(noise: NoiseProcess, xb: torch.Tensor, active: list[int], n: int,
-               width: int) -> list[int]:
-    """The prompts of ``active`` whose block still has a position to reveal (one host read);
-    all of them when ``noise`` cannot tell."""
-    flags = [noise.settled(xb[i * n:(i + 1) * n], 0, width) for i in active]
+def _row_index(slots: list[int], n: int, device: torch.device) -> torch.Tensor:
+    """The rows of the prompts at ``slots`` (N rows each), in order."""
+    return torch.tensor([j * n + c for j in slots for c in range(n)], dtype=torch.long,
+                        device=device)
+
+
+def _unsettled(noise: NoiseProcess, xb: torch.Tensor, active: list[int], slot: dict[int, int],
+               n: int, width: int) -> list[int]:
+    """The prompts of ``active`` whose block (rows of the pass at ``slot``) still has a position
+    to reveal (one host read); all of them when ``noise`` cannot tell."""
+    flags = [noise.settled(xb[slot[g] * n:(slot[g] + 1) * n], 0, width) for g in active]
     if any(f is None for f in flags):
         return active
-    return [i for i, s in zip(active, torch.stack(flags).tolist(), strict=True) if not s]
+    return [g for g, s in zip(active, torch.stack(flags).tolist(), strict=True) if not s]

@@ -57,6 +57,19 @@ class BlockCache:
         self.last_hidden = torch.cat([s.last_hidden for s in states])
         self.tables = lean.tables(max(p.t for p in self.prompts) + capacity + 1, device)
 
+    def keep(self, positions: list[int]) -> None:
+        """Keep only the prompts at ``positions`` (in that order); their rows close up and the
+        others' buffers are freed (prompts that ended leave the passes)."""
+        prompts = [self.prompts[j] for j in positions]
+        idx = torch.tensor([r for p in prompts for r in range(p.rows.start, p.rows.stop)],
+                           dtype=torch.long, device=self.pos.device)
+        self.pos, self.last_hidden = self.pos[idx], self.last_hidden[idx]
+        first = 0
+        for p in prompts:
+            rows = p.rows.stop - p.rows.start
+            p.rows, first = slice(first, first + rows), first + rows
+        self.prompts = prompts
+
     def _run(self, tokens: torch.Tensor, clean: int) -> torch.Tensor:
         """The lean step over ``tokens``; its first ``clean`` tokens do not see the rest."""
         pos = self.pos + torch.arange(tokens.shape[1], device=tokens.device)
