@@ -12,9 +12,10 @@ target's, and run through the lean step of :mod:`ar2diff.sampling.fast_blocks` w
 applies, and decoding ends at the block where every candidate has revealed an end
 token, so length follows the content up to ``target_length``.
 
-Draws are keyed as in :mod:`ar2diff.sampling.diffusion` (by target position and step), and each
-input runs alone, so results do not depend on the batch. Several runs of one prompt (its
-completions, each with its own seed) may share passes (:func:`denoise_blocks`, through
+Draws are keyed as in :mod:`ar2diff.sampling.diffusion` (by target position and step), and
+:func:`block_generate` runs each input alone, so results do not depend on the batch. Several
+runs — prompts of any length on the lean pass, and each prompt's completions with their own
+seeds — may share passes (:func:`denoise_blocks`, through
 :func:`ar2diff.sampling.diffusion_group.diffusion_generate_group`) with the same results.
 """
 
@@ -109,6 +110,7 @@ def denoise_blocks(backbone: Backbone, prompts: Sequence[Sequence[int]], seeds: 
         xb = torch.where(ended[idx, None], pad_id, x[idx, lo:hi])  # ended samples: nothing to reveal
         lb = logp[idx, lo:hi]
         active = list(live)
+        rows = _rows([slot[g] for g in active], n, len(work) * n, device)[:, None]
         for k in range(hi - lo if rule.dynamic else budget):
             hidden = None
             if finished is not None:  # its cache pass rides with this block's first step
@@ -124,7 +126,6 @@ def denoise_blocks(backbone: Backbone, prompts: Sequence[Sequence[int]], seeds: 
                                             noise, end_ids, hidden)
             new, new_lb = noise.update(xb, drawn, drawn_logp, conf, lb, (0, hi - lo, budget - k),
                                        rule)
-            rows = _rows([slot[g] for g in active], n, len(work) * n, device)[:, None]
             xb, lb = torch.where(rows, new, xb), torch.where(rows, new_lb, lb)
             x[idx, lo:hi] = torch.where(rows, xb, x[idx, lo:hi])  # an ended prompt's canvas stays
             logp[idx, lo:hi] = torch.where(rows, lb, logp[idx, lo:hi])
@@ -133,9 +134,12 @@ def denoise_blocks(backbone: Backbone, prompts: Sequence[Sequence[int]], seeds: 
                 if on_step is not None:
                     on_step(g, steps[g] - 1, x[g * n:(g + 1) * n])
             if rule.dynamic or rule.end_ids:
-                active = _unsettled(noise, xb, active, slot, n, hi - lo)
-                if not active:
+                still = _unsettled(noise, xb, active, slot, n, hi - lo)
+                if not still:
                     break
+                if len(still) < len(active):  # the row mask changes only when a prompt settles
+                    active = still
+                    rows = _rows([slot[g] for g in active], n, len(work) * n, device)[:, None]
         finished = xb
         if rule.end_ids:
             ended = end_seen(x[:, :hi], rule.end_ids)[:, -1]

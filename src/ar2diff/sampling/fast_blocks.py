@@ -73,15 +73,16 @@ class BlockCache:
     def _run(self, tokens: torch.Tensor, clean: int) -> torch.Tensor:
         """The lean step over ``tokens``; its first ``clean`` tokens do not see the rest."""
         pos = self.pos + torch.arange(tokens.shape[1], device=tokens.device)
-        parts = [(p.rows, p.t, p.keys, p.values, self._mask(p.t, tokens.shape[1], clean))
+        parts = [(p.rows, p.t, p.keys, p.values,
+                  self._mask(p.t, tokens.shape[1], clean, tokens.device))
                  for p in self.prompts]
         return self.lean.block_hidden(tokens, pos, parts, self.tables)
 
     @staticmethod
-    def _mask(t: int, total: int, clean: int) -> torch.Tensor | None:
+    def _mask(t: int, total: int, clean: int, device: torch.device) -> torch.Tensor | None:
         if not clean:
             return None
-        mask = torch.ones((1, 1, total, t + total), dtype=torch.bool)
+        mask = torch.ones((1, 1, total, t + total), dtype=torch.bool, device=device)
         mask[:, :, :clean, t + clean:] = False  # the clean block does not see the next one
         return mask
 
