@@ -48,6 +48,16 @@ METHODS = [
     ("threshold 0.5, blocks of 4", {"block_length": 4, "threshold": 0.5}),
 ]
 
+# block-diffusion decodings (``--block``): by confidence, and left to right with confident runs
+BLOCK_METHODS = [
+    ("block diffusion", {}),
+    ("block diffusion, threshold 0.9", {"threshold": 0.9}),
+    ("block diffusion, left to right", {"order": "left-to-right"}),
+    ("block, left to right, threshold 0.9", {"order": "left-to-right", "threshold": 0.9}),
+    ("block, left to right, threshold 0.7", {"order": "left-to-right", "threshold": 0.7}),
+    ("block, left to right, threshold 0.5", {"order": "left-to-right", "threshold": 0.5}),
+]
+
 # SUNDAE decodings (``--sundae``): T = target length, then the ways to end before T
 SUNDAE_METHODS = [
     ("SUNDAE, freeze 0.9", {"freeze": 0.9}),
@@ -180,6 +190,8 @@ def decode_points(gen: TextGenerator, methods: list, args: argparse.Namespace,
     for name, fields in methods:
         if args.methods and name not in args.methods:
             continue
+        if args.eos_penalty != 1 and "freeze" not in fields and "early_stop" not in fields:
+            fields = {"eos_penalty": args.eos_penalty, **fields}
         opts = DecodeOptions(mode="diffusion", steps=gen.meta.target_length,
                              candidates=args.candidates, **fields)
         rows.append(point(name, gen, opts, args, scorer, writer))
@@ -230,8 +242,10 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--dtype", default="float32")
     p.add_argument("--candidates", type=int, default=1, help="diffusion samples per answer (N)")
-    p.add_argument("--methods", nargs="+", help="only these masked-diffusion methods (names as in "
-                                                "METHODS); default: all")
+    p.add_argument("--eos-penalty", type=float, default=1.0,
+                   help="end-token penalty of the masked and block points (1 = off)")
+    p.add_argument("--methods", nargs="+", help="only these diffusion methods (names as in "
+                                                "METHODS, BLOCK_METHODS, SUNDAE_METHODS); default: all")
     p.add_argument("--adapted", help="the adapted model (before fine-tuning) that writes the "
                                      "diffusion continuations; default: the fine-tuned one")
     p.add_argument("--block-adapted", help="the block-diffusion model before fine-tuning, writer "
@@ -250,6 +264,7 @@ def main() -> None:
     scorer = TextGenerator.load(args.scorer, args.dtype) if args.scorer else None
     out, rows = Path(args.out), []
     header = {"task": args.task, "limit": args.limit, "dtype": args.dtype,
+              "eos_penalty": args.eos_penalty,
               "lean_pass": not args.model_forward, "candidates": args.candidates,
               "models": {"diffusion": args.diffusion, "ar": args.ar, "sundae": args.sundae,
                          "block": args.block, "scorer": args.scorer, "adapted": args.adapted,
@@ -275,11 +290,7 @@ def main() -> None:
         block = TextGenerator.load(args.block, args.dtype)
         block_adapted = (TextGenerator.load(args.block_adapted, args.dtype)
                          if args.block_adapted and scorer else None)
-        for name, fields in (("block diffusion", {}), ("block diffusion, threshold 0.9",
-                                                        {"threshold": 0.9})):
-            opts = DecodeOptions(mode="diffusion", steps=block.meta.target_length,
-                                 candidates=args.candidates, **fields)
-            point(name, block, opts, args, scorer, block_adapted)
+        decode_points(block, BLOCK_METHODS, args, scorer, block_adapted)
     plot(rows, out.with_suffix(".png"))
 
 

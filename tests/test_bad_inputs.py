@@ -60,6 +60,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     "gen_seed_negative": ([*GEN, "--seed", "-1"], "--seed -1"),
     "gen_steps_not_a_number": ([*GEN, "--steps", "ten"], "'ten'"),
     "gen_mode_unknown": ([*GEN, "--mode", "bidirectional"], "'bidirectional'"),
+    "gen_order_unknown": ([*GEN, "--order", "right-to-left"], "'right-to-left'"),
     "gen_strategy_unknown": ([*GEN, "--strategy", "topk"], "'topk'"),
     "gen_dtype_unknown": ([*GEN, "--dtype", "float16"], "'float16'"),
     # generate: lengths against the model and the memory

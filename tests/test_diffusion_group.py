@@ -82,8 +82,9 @@ def test_a_few_rows_per_input_run_one_by_one():
 
 
 @pytest.mark.parametrize("rules", [{"threshold": 0.5, "eos_stop": True},
-                                   {"eos_stop": True, "eos_penalty": 0.3, "block_length": 4}],
-                         ids=["threshold", "schedule"])
+                                   {"eos_stop": True, "eos_penalty": 0.3, "block_length": 4},
+                                   {"threshold": 0.5, "eos_stop": True, "order": "left-to-right"}],
+                         ids=["threshold", "schedule", "left-to-right"])
 def test_inputs_that_finish_at_different_steps_keep_their_results_alone(rules):
     bb = Backbone(tiny_model("gpt2"))
     with torch.no_grad():  # distinct positions and sharper distributions: confidences spread out
@@ -100,8 +101,10 @@ def test_inputs_that_finish_at_different_steps_keep_their_results_alone(rules):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("rules", [{}, {"threshold": 0.4, "eos_stop": True, "eos_penalty": 0.05}],
-                         ids=["schedule", "threshold-eos"])
+@pytest.mark.parametrize("rules", [{}, {"threshold": 0.4, "eos_stop": True, "eos_penalty": 0.05},
+                                   {"threshold": 0.4, "eos_stop": True, "eos_penalty": 0.05,
+                                    "order": "left-to-right"}],
+                         ids=["schedule", "threshold-eos", "left-to-right"])
 @pytest.mark.parametrize("fast", [True, False], ids=["lean", "model-forward"])
 def test_block_diffusion_groups_give_each_run_its_result_alone(dtype, rules, fast):
     """Runs of one prompt (a request's completions) and prompts of one length share block

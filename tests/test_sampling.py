@@ -237,6 +237,35 @@ def test_threshold_reveals_every_confident_position_and_at_least_one():
     assert new.tolist() == [[9, 9, 3, 9], [9, 9, 7, 9]]  # only inside the block [2, 4)
 
 
+def test_left_to_right_order_reveals_the_leftmost_masked_positions_and_confident_runs():
+    x = torch.tensor([[9, 5, 9, 9, 9], [9, 9, 9, 9, 9]])  # row 0: position 1 already revealed
+    drawn = torch.tensor([[1, 2, 3, 4, 6], [5, 6, 7, 8, 1]])
+    p = torch.tensor([[0.2, 1.0, 0.95, 0.3, 0.99], [0.95, 0.5, 0.92, 0.99, 0.99]])
+    lp = p.log()
+    in_order = StepRule(in_order=True)
+    new, _ = reveal(x, drawn, lp, lp, torch.zeros(2, 5), 9, (0, 5, 2), in_order)
+    assert new.tolist() == [[1, 5, 3, 9, 9], [5, 6, 7, 9, 9]]  # ceil(4/2), ceil(5/2) leftmost
+    new, _ = reveal(x, drawn, lp, lp, torch.zeros(2, 5), 9, (2, 5, 3), in_order)
+    assert new.tolist() == [[9, 5, 3, 9, 9], [9, 9, 7, 9, 9]]  # inside the block [2, 5)
+    # threshold 0.9: the leftmost, then each next one while it passes (0.3 / 0.5 break the run)
+    rule = StepRule(threshold=0.9, in_order=True)
+    new, _ = reveal(x, drawn, lp, lp, torch.zeros(2, 5), 9, (0, 5, 5), rule)
+    assert new.tolist() == [[1, 5, 9, 9, 9], [5, 9, 9, 9, 9]]
+    first = torch.tensor([[9, 5, 3, 9, 9], [5, 9, 9, 9, 9]])
+    new, _ = reveal(first, drawn, lp, lp, torch.zeros(2, 5), 9, (0, 5, 5), rule)
+    assert new.tolist() == [[1, 5, 3, 9, 9], [5, 6, 9, 9, 9]]  # the leftmost is due first
+    # by confidence instead, threshold 0.9 takes 0.95 and 0.99 wherever they stand
+    new, _ = reveal(x, drawn, lp, lp, torch.zeros(2, 5), 9, (0, 5, 5), StepRule(threshold=0.9))
+    assert new.tolist() == [[9, 5, 3, 9, 6], [5, 9, 7, 8, 1]]
+    # factor 1: the n-th position in order passes while (n + 1)(1 - c_n) < 1
+    p2 = torch.tensor([[0.6, 0.9, 0.7, 0.99, 0.99]]).log()
+    args = (x[1:], drawn[1:], p2, p2, torch.zeros(1, 5), 9, (0, 5, 5))
+    new, _ = reveal(*args, StepRule(factor=1, in_order=True))
+    assert new.tolist() == [[5, 6, 9, 9, 9]]  # 2 * 0.4, 3 * 0.1 pass; 4 * 0.3 does not
+    new, _ = reveal(*args, StepRule(factor=1))  # sorted: 0.99, 0.99, 0.9 pass; 5 * 0.3 does not
+    assert new.tolist() == [[9, 6, 9, 8, 1]]
+
+
 def test_an_end_token_settles_the_positions_after_it():
     x = torch.tensor([[9, 9, 9, 9, 9]])
     drawn = torch.tensor([[4, 2, 5, 6, 7]])  # EOS = 2 drawn at position 1, most confident
@@ -353,10 +382,36 @@ def test_eos_penalty_delays_the_end():
     assert lengths[1e6] == 16 * 4 * len(PROMPTS) > lengths[1.0]
 
 
+@pytest.mark.parametrize("threshold", [0.0, 0.02])
+def test_left_to_right_order_fills_each_canvas_from_the_left_and_stays_batch_independent(threshold):
+    bb = Backbone(tiny_model("llama"))
+    cfg = DiffusionSampling(steps=8, candidates=2, target_length=8, temperature=1.0, seed=3,
+                            order="left-to-right", threshold=threshold, eos_stop=False)
+    seen = []
+    res = diffusion_generate(bb, PROMPTS, cfg, MaskNoise(39), PAD, EOS,
+                             on_step=lambda i, s, c: seen.append((i, c.clone())))
+    for _, canvas in seen:  # the masked positions of every row are a suffix
+        masked = (canvas == 39).long()
+        assert torch.equal(masked, masked.cummax(1).values)
+    if threshold == 0:  # one position per step
+        assert all(r.steps == 8 for r in res)
+    else:  # confident runs ahead take fewer steps
+        assert sum(r.steps for r in res) < 8 * len(PROMPTS)
+    alone = [diffusion_generate(bb, [p], cfg, MaskNoise(39), PAD, EOS)[0] for p in PROMPTS]
+    assert [r.all_samples for r in alone] == [r.all_samples for r in res]
+    if threshold == 0:  # another order gives other samples
+        by_conf = diffusion_generate(bb, PROMPTS, DiffusionSampling(
+            **{**cfg.__dict__, "order": "confidence"}), MaskNoise(39), PAD, EOS)
+        assert [r.all_samples for r in by_conf] != [r.all_samples for r in res]
+
+
 def test_threshold_needs_masked_noise():
     bb = Backbone(tiny_model("llama"))
     with pytest.raises(ValueError, match="masked noise"):
         diffusion_generate(bb, PROMPTS, DiffusionSampling(threshold=0.9), UniformNoise(40), PAD, EOS)
+    with pytest.raises(ValueError, match="masked noise"):
+        diffusion_generate(bb, PROMPTS, DiffusionSampling(order="left-to-right"), UniformNoise(40),
+                           PAD, EOS)
 
 
 @pytest.mark.parametrize("strategy", ["greedy", "sample"])

@@ -130,6 +130,19 @@ def test_streams_end_with_done_and_several_completions(live):
     assert whole["usage"]["completion_tokens"] == chunks[-1]["usage"]["completion_tokens"]
 
 
+def test_the_reveal_order_reaches_the_sampler(live, gen):
+    client = live.client()
+    texts = {}
+    for order in ("confidence", "left-to-right"):
+        done = client.completions.create(model=NAME, prompt="copy : 1 2 3", max_tokens=8, extra_body={
+            "mode": "diffusion", "seed": 4, "order": order, "eos_stop": False, "eos_penalty": 1e9})
+        texts[order] = done.choices[0].text
+        assert texts[order] == gen.generate(["copy : 1 2 3"], DecodeOptions(
+            mode="diffusion", max_new_tokens=8, seed=4, order=order, eos_stop=False,
+            eos_penalty=1e9, chat=False))[0][0]
+    assert texts["confidence"] != texts["left-to-right"]
+
+
 def test_models_and_health(live):
     assert live.request("GET", "/health", key=None) == (200, {"status": "ok", "model": NAME})
     models = live.client().models.list()
@@ -359,6 +372,8 @@ BAD = [
      {"model": NAME, "prompt": "copy : 1", "threshold": 0.9, "factor": 1.0}, KEY, 400),
     ("unknown confidence", "POST", "/v1/completions",
      {"model": NAME, "prompt": "copy : 1", "confidence": "vibes"}, KEY, 400),
+    ("unknown order", "POST", "/v1/completions",
+     {"model": NAME, "prompt": "copy : 1", "order": "right-to-left"}, KEY, 400),
     ("no messages", "POST", "/v1/chat/completions", {"model": NAME, "messages": []}, KEY, 400),
     ("unknown role", "POST", "/v1/chat/completions",
      {"model": NAME, "messages": [{"role": "wizard", "content": "hi"}]}, KEY, 400),

@@ -70,6 +70,10 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
     g.add_argument("--confidence", choices=["probability", "margin", "entropy"],
                    help="masked diffusion: what confidence orders and thresholds positions "
                         "(default: the model's, probability)")
+    g.add_argument("--order", choices=["confidence", "left-to-right"],
+                   help="masked diffusion: a step reveals the most confident masked positions, "
+                        "or the leftmost ones (with --threshold / --factor: the leftmost, then "
+                        "each next one while the rule holds) (default: the model's, confidence)")
     g.add_argument("--eos-stop", action=argparse.BooleanOptionalAction, default=None,
                    help="masked diffusion: a sample ends at its first revealed end token, the "
                         "positions after it need no steps (default: the model's, on)")
@@ -142,7 +146,7 @@ def decode_options(args: argparse.Namespace) -> DecodeOptions:
         repetition_penalty=args.repetition_penalty, block_length=args.block_length,
         threshold=args.threshold, factor=args.factor, confidence=args.confidence,
         eos_stop=args.eos_stop, eos_penalty=args.eos_penalty, freeze=args.freeze,
-        candidates=candidates,
+        order=args.order, candidates=candidates,
         completions=1 if completions is None else completions,
     )
 

@@ -294,7 +294,8 @@ def validate(config: RunConfig) -> None:
     if config.sample.block_length < 0:
         raise Ar2DiffError("sample.block_length must be 0 (one block) or more")
     sample = config.sample
-    check_rules(sample.threshold, sample.factor, sample.confidence, sample.eos_penalty, "sample.")
+    check_rules(sample.threshold, sample.factor, sample.confidence, sample.eos_penalty, "sample.",
+                order=sample.order)
     if config.optim.lr <= 0:
         raise Ar2DiffError("optim.lr must be positive")
     resolve_source(config)

@@ -23,6 +23,7 @@ from ar2diff.errors import Ar2DiffError
 
 MODES = ("ar", "diffusion")
 CONFIDENCES = ("probability", "margin", "entropy")
+ORDERS = ("confidence", "left-to-right")
 STRATEGIES = ("greedy", "sample", "beam")
 
 # The paper's diffusion defaults: T = 10 steps, temperature 0.2, N = 8 candidates.
@@ -49,6 +50,7 @@ class DecodingDefaults:
     confidence: str = "probability"  # probability | margin | entropy (threshold and order)
     eos_stop: bool = True  # masked diffusion: a sample ends at its first revealed end token
     eos_penalty: float = 1.0  # diffusion: > 1 divides the probability of end tokens
+    order: str = "confidence"  # masked diffusion: which masked positions a step reveals first
 
 
 @dataclass
@@ -74,6 +76,7 @@ class DecodeOptions:
     confidence: str | None = None  # default: the model's (probability)
     eos_stop: bool | None = None  # masked diffusion; default: the model's (on)
     eos_penalty: float | None = None  # diffusion; default: the model's (1 = off)
+    order: str | None = None  # masked diffusion; default: the model's (confidence)
     freeze: float = 0.0  # SUNDAE diffusion: freeze stable positions this confident (0 = off)
 
     def __post_init__(self) -> None:
@@ -125,7 +128,7 @@ def check_options(opts: DecodeOptions) -> None:
     if not 0 <= opts.freeze < 1:
         raise Ar2DiffError(f"--freeze {opts.freeze}: use a probability in [0, 1), 0 = off")
     check_rules(opts.threshold or 0.0, opts.factor or 0.0, opts.confidence or CONFIDENCES[0],
-                1.0 if opts.eos_penalty is None else opts.eos_penalty)
+                1.0 if opts.eos_penalty is None else opts.eos_penalty, order=opts.order or ORDERS[0])
 
 
 # Names an earlier release used for DecodeOptions fields (experiment specs may still use them).
@@ -144,7 +147,7 @@ def decode_options(fields: dict) -> DecodeOptions:
 
 
 def check_rules(threshold: float, factor: float, confidence: str, eos_penalty: float,
-                where: str = "--") -> None:
+                where: str = "--", order: str = ORDERS[0]) -> None:
     """Refuse confidence-rule settings that mean nothing (``where``: the option prefix)."""
     if not 0 <= threshold < 1:
         raise Ar2DiffError(f"{where}threshold {threshold}: use a probability in [0, 1), 0 = off")
@@ -156,3 +159,5 @@ def check_rules(threshold: float, factor: float, confidence: str, eos_penalty: f
         raise Ar2DiffError(f"{where}confidence {confidence!r}: choose one of {', '.join(CONFIDENCES)}")
     if not eos_penalty > 0:
         raise Ar2DiffError(f"{where}eos-penalty {eos_penalty}: use a positive number, 1 = off")
+    if order not in ORDERS:
+        raise Ar2DiffError(f"{where}order {order!r}: choose one of {', '.join(ORDERS)}")

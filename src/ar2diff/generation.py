@@ -179,11 +179,14 @@ class TextGenerator:
         if opts.block_length is not None and opts.block_length < 0:
             raise Ar2DiffError(f"--block-length {opts.block_length}: use 0 (one block) or more")
         rules = {k: getattr(d, k) if getattr(opts, k) is None else getattr(opts, k)
-                 for k in ("threshold", "factor", "confidence", "eos_stop", "eos_penalty")}
-        check_rules(rules["threshold"], rules["factor"], rules["confidence"], rules["eos_penalty"])
-        if (rules["threshold"] or rules["factor"]) and not self.noise.follows_rules:
-            raise Ar2DiffError(f"--threshold / --factor decode masked-diffusion models; this one "
-                               f"uses {self.noise.name!r} noise")
+                 for k in ("threshold", "factor", "confidence", "eos_stop", "eos_penalty",
+                           "order")}
+        check_rules(rules["threshold"], rules["factor"], rules["confidence"], rules["eos_penalty"],
+                    order=rules["order"])
+        if ((rules["threshold"] or rules["factor"] or rules["order"] != "confidence")
+                and not self.noise.follows_rules):
+            raise Ar2DiffError(f"--threshold / --factor / --order decode masked-diffusion models; "
+                               f"this one uses {self.noise.name!r} noise")
         if opts.freeze and self.noise.follows_rules:
             raise Ar2DiffError(f"--freeze decodes SUNDAE models; this one uses "
                                f"{self.noise.name!r} noise (use --threshold)")

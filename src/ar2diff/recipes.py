@@ -62,7 +62,7 @@ def adapt_config(model: str, steps: int, out: str, data: list[str] | None = None
     return load_config(preset("adapt"), [*extra, *(overrides or [])])
 
 INHERITED_DECODING = ("steps", "temperature", "candidates", "repetition_penalty", "block_length",
-                      "threshold", "factor", "confidence", "eos_stop", "eos_penalty")
+                      "threshold", "factor", "confidence", "eos_stop", "eos_penalty", "order")
 
 
 def finetune_config(model: str, task: str | None, mode: str, out: str, steps: int | None = None,

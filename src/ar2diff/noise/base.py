@@ -37,13 +37,16 @@ class StepRule:
     factor rule, the largest n with (n + 1)(1 - c_n) < factor for the n-th highest confidence
     c_n. Confidences arrive as logarithms (of the drawn token's probability, of the top-two
     margin, or of exp(-entropy)). ``end_ids``: tokens that end a sample; once one is settled,
-    the positions after it are filled with ``fill_id`` and need no more steps.
+    the positions after it are filled with ``fill_id`` and need no more steps. ``in_order``:
+    settle the leftmost masked positions (with a threshold or factor: the leftmost, then each
+    next one while the rule holds) instead of the most confident.
     """
 
     threshold: float = 0.0
     factor: float = 0.0
     end_ids: tuple[int, ...] = ()
     fill_id: int = 0
+    in_order: bool = False
 
     @property
     def dynamic(self) -> bool:

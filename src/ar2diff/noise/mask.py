@@ -6,7 +6,9 @@ by a dedicated mask token, so the model knows which positions are unknown; the l
 step a token is drawn at every masked position and the most confident share of them is kept
 (revealed tokens never change), optionally block by block, left to right (LLaDA's
 semi-autoregressive order), or every position whose confidence passes a threshold (Fast-dLLM);
-once an end token is revealed, the positions after it are settled.
+with ``order: left-to-right`` the leftmost masked positions go first (with a threshold, the
+leftmost and then each next one while it passes); once an end token is revealed, the positions
+after it are settled.
 """
 
 from __future__ import annotations
@@ -76,14 +78,15 @@ def reveal_plan(length: int, steps: int, block: int) -> list[Block]:
 
 
 def rule_counts(confidence: torch.Tensor, rule: StepRule) -> torch.Tensor:
-    """Per row, how many of the positions (log-confidences sorted high to low ``[n, L]``,
-    ``-inf`` for those not eligible) ``rule``'s threshold or factor settles (at least one)."""
+    """Per row, how many of the positions (log-confidences in reveal order ``[n, L]``: high to
+    low, or left to right with ``rule.in_order``; ``-inf`` for those not eligible) ``rule``'s
+    threshold or factor settles: the leading run that passes it, at least one."""
     if rule.threshold > 0:
-        count = (confidence >= math.log(rule.threshold)).sum(1)
-    else:  # factor: the largest n with (n + 1) * (1 - c_n) < factor (c falls, so a prefix)
+        passes = confidence >= math.log(rule.threshold)
+    else:  # factor: (n + 1) * (1 - c_n) < factor for the n-th position
         n = torch.arange(1, confidence.shape[1] + 1, device=confidence.device)
-        count = ((n + 1) * (1 - confidence.exp()) < rule.factor).sum(1)
-    return count.clamp(min=1)
+        passes = (n + 1) * (1 - confidence.exp()) < rule.factor
+    return passes.long().cumprod(1).sum(1).clamp(min=1)
 
 
 def reveal(x: torch.Tensor, drawn: torch.Tensor, drawn_logp: torch.Tensor, confidence: torch.Tensor,
@@ -102,7 +105,12 @@ def reveal(x: torch.Tensor, drawn: torch.Tensor, drawn_logp: torch.Tensor, confi
     left = masked.sum(1)
     # rounded, ties to the leftmost: float noise of batching must not reorder near-equal ones
     conf = (confidence * 1e4).round().masked_fill(~masked, -math.inf)
-    ranked, order = conf.sort(dim=1, descending=True, stable=True)
+    if rule.in_order:  # masked positions left to right, then the others
+        key = torch.where(masked, -torch.arange(x.shape[1], device=x.device).float(), -math.inf)
+        order = key.sort(dim=1, descending=True, stable=True).indices
+        ranked = conf.gather(1, order)
+    else:
+        ranked, order = conf.sort(dim=1, descending=True, stable=True)
     count = rule_counts(ranked / 1e4, rule) if rule.dynamic else (left + steps_left - 1) // steps_left
     rank = torch.arange(x.shape[1], device=x.device)[None].expand_as(x)
     keep = torch.zeros_like(masked).scatter(1, order, rank < count[:, None]) & masked

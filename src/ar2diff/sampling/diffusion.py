@@ -32,6 +32,7 @@ from ar2diff.decoding import (
     DEFAULT_STEPS,
     DEFAULT_TARGET_LENGTH,
     DEFAULT_TEMPERATURE,
+    ORDERS,
 )
 from ar2diff.models.backbone import Backbone, PrefixState
 from ar2diff.noise.base import NoiseProcess, StepRule, end_seen
@@ -57,6 +58,9 @@ class DiffusionSampling:
     at least one, so a block takes the steps it needs and T no longer applies.
     ``eos_stop`` (masked): once a pad / EOS is revealed, the positions after it are settled, and
     the sample is done when every position before it is; its score covers the kept tokens.
+    ``order`` (masked): ``left-to-right`` reveals the leftmost masked positions of the block
+    instead of the most confident ones; with a threshold or factor, the leftmost one and each
+    next one while the rule holds (a confident run ahead).
     ``freeze`` (SUNDAE): a position whose token a step draws again with at least this
     probability keeps it for good; an input is done once all its positions are frozen (or lie
     after a frozen end token, with ``eos_stop``) — :mod:`ar2diff.sampling.freeze`.
@@ -77,6 +81,7 @@ class DiffusionSampling:
     confidence: str = "probability"  # probability | margin | entropy
     eos_stop: bool = False  # masked: a sample ends at its first revealed pad / EOS
     eos_penalty: float = 1.0  # > 1 divides the probability of pad / EOS (damps early ends)
+    order: str = "confidence"  # masked: reveal the most confident positions, or left-to-right
     freeze: float = 0.0  # SUNDAE: freeze stable positions this confident (0 = off)
     fast: bool = True  # the lean step over the target (sampling/fast_blocks.py) where it applies
 
@@ -289,11 +294,15 @@ def _rule(cfg: DiffusionSampling, noise: NoiseProcess, end_ids: tuple[int, ...],
     """The step rule ``cfg`` asks of ``noise`` (a process that follows no rule gets none)."""
     if cfg.confidence not in CONFIDENCES:
         raise ValueError(f"confidence={cfg.confidence!r}: choose one of {', '.join(CONFIDENCES)}")
+    if cfg.order not in ORDERS:
+        raise ValueError(f"order={cfg.order!r}: choose one of {', '.join(ORDERS)}")
+    in_order = cfg.order == "left-to-right"
     if not noise.follows_rules:
-        if cfg.threshold > 0 or cfg.factor > 0:
-            raise ValueError(f"threshold / factor decoding needs masked noise, not {noise.name!r}")
+        if cfg.threshold > 0 or cfg.factor > 0 or in_order:
+            raise ValueError(f"threshold / factor / order decoding needs masked noise, not "
+                             f"{noise.name!r}")
         return StepRule()
-    return StepRule(cfg.threshold, cfg.factor, end_ids if cfg.eos_stop else (), pad_id)
+    return StepRule(cfg.threshold, cfg.factor, end_ids if cfg.eos_stop else (), pad_id, in_order)
 
 
 def _frozen_start(cfg: DiffusionSampling, noise: NoiseProcess,

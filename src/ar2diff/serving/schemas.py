@@ -43,6 +43,7 @@ class DecodeFields(BaseModel):
     confidence: Literal["probability", "margin", "entropy"] | None = None
     eos_stop: bool | None = None
     eos_penalty: float | None = Field(None, gt=0)
+    order: Literal["confidence", "left-to-right"] | None = None
     freeze: float = Field(0.0, ge=0, lt=1)
     stop: str | list[str] | None = Field(None, validate_default=True)
 
@@ -71,6 +72,7 @@ class DecodeFields(BaseModel):
             chat=False, repetition_penalty=self.repetition_penalty, block_length=self.block_length,
             threshold=self.threshold, factor=self.factor, confidence=self.confidence,
             eos_stop=self.eos_stop, eos_penalty=self.eos_penalty, freeze=self.freeze,
+            order=self.order,
         )
 
 
