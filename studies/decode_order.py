@@ -63,6 +63,8 @@ def main() -> None:
                    help="NAME=DIR of a masked or block diffusion model fine-tuned on SQuAD")
     p.add_argument("--orders", nargs="+", default=["confidence", "left-to-right"])
     p.add_argument("--penalties", nargs="+", type=float, default=[1.0, 4.0, 16.0, 64.0])
+    p.add_argument("--block-length", type=int, help="masked models: reveal blocks of this many "
+                   "positions (default: the model's)")
     p.add_argument("--per-article", type=int, default=5)
     p.add_argument("--limit", type=int, default=200, help="test questions (first of dev)")
     p.add_argument("--dtype", default="float32")
@@ -79,11 +81,13 @@ def main() -> None:
             name, _, path = spec.partition("=")
             gen = TextGenerator.load(path, args.dtype)
             steps = gen.meta.target_length  # one step per answer position
-            entry = report["models"][name] = {"path": path, "steps": steps, "tuning": []}
+            entry = report["models"][name] = {"path": path, "steps": steps,
+                                              "block_length": args.block_length, "tuning": []}
             for order in args.orders:
                 for penalty in args.penalties:
                     opts = DecodeOptions(mode="diffusion", steps=steps, candidates=1,
-                                         order=order, eos_penalty=penalty)
+                                         order=order, eos_penalty=penalty,
+                                         block_length=args.block_length)
                     row = {"order": order, "eos_penalty": penalty,
                            **score(gen, opts, str(tune), None)}
                     entry["tuning"].append(row)
@@ -93,7 +97,7 @@ def main() -> None:
             for label, order, penalty in (("default", "confidence", 1.0),
                                           ("chosen", best["order"], best["eos_penalty"])):
                 opts = DecodeOptions(mode="diffusion", steps=steps, candidates=1, order=order,
-                                     eos_penalty=penalty)
+                                     eos_penalty=penalty, block_length=args.block_length)
                 entry[label] = {"order": order, "eos_penalty": penalty,
                                 **score(gen, opts, None, args.limit)}
                 print(name, label, json.dumps(entry[label]), flush=True)
