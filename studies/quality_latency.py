@@ -190,10 +190,8 @@ def decode_points(gen: TextGenerator, methods: list, args: argparse.Namespace,
     for name, fields in methods:
         if args.methods and name not in args.methods:
             continue
-        if args.eos_penalty != 1 and "freeze" not in fields and "early_stop" not in fields:
-            fields = {"eos_penalty": args.eos_penalty, **fields}
         opts = DecodeOptions(mode="diffusion", steps=gen.meta.target_length,
-                             candidates=args.candidates, **fields)
+                             candidates=args.candidates, eos_penalty=args.eos_penalty, **fields)
         rows.append(point(name, gen, opts, args, scorer, writer))
     return rows
 
@@ -242,8 +240,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--dtype", default="float32")
     p.add_argument("--candidates", type=int, default=1, help="diffusion samples per answer (N)")
-    p.add_argument("--eos-penalty", type=float, default=1.0,
-                   help="end-token penalty of the masked and block points (1 = off)")
+    p.add_argument("--eos-penalty", type=float,
+                   help="end-token penalty of every diffusion point (default: the model's)")
     p.add_argument("--methods", nargs="+", help="only these diffusion methods (names as in "
                                                 "METHODS, BLOCK_METHODS, SUNDAE_METHODS); default: all")
     p.add_argument("--adapted", help="the adapted model (before fine-tuning) that writes the "

@@ -106,8 +106,7 @@ def reveal(x: torch.Tensor, drawn: torch.Tensor, drawn_logp: torch.Tensor, confi
     # rounded, ties to the leftmost: float noise of batching must not reorder near-equal ones
     conf = (confidence * 1e4).round().masked_fill(~masked, -math.inf)
     if rule.in_order:  # masked positions left to right, then the others
-        key = torch.where(masked, -torch.arange(x.shape[1], device=x.device).float(), -math.inf)
-        order = key.sort(dim=1, descending=True, stable=True).indices
+        order = (~masked).byte().sort(dim=1, stable=True).indices
         ranked = conf.gather(1, order)
     else:
         ranked, order = conf.sort(dim=1, descending=True, stable=True)
